@@ -1,0 +1,5 @@
+"""`python -m prtg_roundtrip`: the same as the `prtg-roundtrip` command."""
+
+from .cli import main
+
+raise SystemExit(main())

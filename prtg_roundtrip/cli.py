@@ -1,0 +1,213 @@
+"""Entry point: PRTG's parameters in, one document out.
+
+This is the one place where a failure becomes a PRTG error document and an exit code. It imports
+only what parsing needs; the protocol modules are imported once the parameters are known good,
+so `--help` and a refused parameter stay cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import IO, List, Mapping, NoReturn, Optional, Sequence, Tuple
+
+from . import __version__
+from .errors import ParameterError, RoundTripError
+from .report import Report
+from .settings import (
+    ChannelSet,
+    OutputFormat,
+    SearchMethod,
+    SmtpAuth,
+    TlsMode,
+    WaitMethod,
+    build_settings,
+)
+
+MAX_SECONDS = 900  # PRTG's limit for every timeout-like setting
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting 2 (PRTG needs a document)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ParameterError(message, hint="Run prtg-roundtrip --help for the list of options")
+
+
+def _seconds(low: float, high: float, integer: bool = True):
+    kind = "a whole number of seconds" if integer else "a number of seconds"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(int(text)) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside {low:g} to {high:g} seconds")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (1-65535)")
+    return value
+
+
+def _choices(enum: type) -> List[str]:
+    return [member.value for member in enum]  # type: ignore[attr-defined]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="prtg-roundtrip",
+        description="Send a marked mail by SMTP, wait for it in an IMAP mailbox, delete it, and "
+        "report the time of each leg as PRTG channels (SMTP&IMAP Round Trip).",
+        epilog="Failures are reported inside the document (<error>1</error>) with exit code 0, "
+        "as PRTG expects. Add --format text --verbose at a console to see a redacted transcript.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+    mail = p.add_argument_group("email settings")
+    mail.add_argument("--from", dest="sender", metavar="ADDRESS", help="sender address (PRTG: From)")
+    mail.add_argument("--to", dest="recipient", metavar="ADDRESS", help="recipient address (PRTG: To)")
+    mail.add_argument("--helo", metavar="NAME", help="HELO/EHLO ident, ASCII (default: this host's name)")
+    mail.add_argument("--subject-text", default="", metavar="TEXT",
+                      help="text placed before 'PRTG Roundtrip Mail: {GUID}' in the subject")
+
+    smtp = p.add_argument_group("step 1: send (the parent device, an SMTP server)")
+    smtp.add_argument("--smtp-host", metavar="HOST", help="SMTP server (default: $prtg_host, PRTG's %%host)")
+    smtp.add_argument("--smtp-port", type=_port, metavar="PORT", help="default 25, or 465 with --smtp-tls tls")
+    smtp.add_argument("--smtp-timeout", type=_seconds(1, MAX_SECONDS), default=15.0, metavar="SEC",
+                      help="timeout for the SMTP connection, 1-900 s (default 15)")
+    smtp.add_argument("--smtp-auth", choices=_choices(SmtpAuth), default=SmtpAuth.NONE.value)
+    smtp.add_argument("--smtp-user", metavar="USER")
+    smtp.add_argument("--smtp-password", metavar="PASSWORD")
+    smtp.add_argument("--smtp-tls", choices=_choices(TlsMode), default=TlsMode.STARTTLS_IF_AVAILABLE.value,
+                      help="transport-level security for SMTP (default starttls-if-available)")
+
+    imap = p.add_argument_group("step 2: receive (an IMAP mailbox)")
+    imap.add_argument("--imap-host", metavar="HOST", help="IMAP server (required)")
+    imap.add_argument("--imap-port", type=_port, metavar="PORT", help="default 143, or 993 with --imap-tls tls")
+    imap.add_argument("--imap-timeout", type=_seconds(1, MAX_SECONDS), default=15.0, metavar="SEC",
+                      help="timeout for connecting and for each IMAP command, 1-900 s (default 15)")
+    imap.add_argument("--imap-user", metavar="USER")
+    imap.add_argument("--imap-password", metavar="PASSWORD")
+    imap.add_argument("--imap-tls", choices=_choices(TlsMode), default=TlsMode.STARTTLS_IF_AVAILABLE.value,
+                      help="transport-level security for IMAP (default starttls-if-available)")
+    imap.add_argument("--mailbox", default="INBOX", metavar="NAME",
+                      help="mailbox to watch (default INBOX); must differ from --from")
+    imap.add_argument("--interval", type=_seconds(1, MAX_SECONDS), default=5.0, metavar="SEC",
+                      help="seconds between mailbox checks when the server gives no push (default 5)")
+    imap.add_argument("--max-trip-time", type=_seconds(1, MAX_SECONDS), default=30.0, metavar="SEC",
+                      help="seconds the mail may take to arrive (default 30)")
+    imap.add_argument("--search", choices=_choices(SearchMethod), default=SearchMethod.SERVER.value,
+                      help="server: IMAP SEARCH (default); local: read the new messages' headers")
+    imap.add_argument("--wait", choices=_choices(WaitMethod), default=WaitMethod.AUTO.value,
+                      help="auto: IDLE where offered, else polling (default); poll: never IDLE")
+
+    sec = p.add_argument_group("certificates")
+    sec.add_argument("--ca-file", metavar="PATH", help="PEM file of extra trusted CA certificates")
+    sec.add_argument("--insecure", action="store_true", help="do not verify certificates (not recommended)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--format", choices=_choices(OutputFormat), default=OutputFormat.PRTG_XML.value)
+    out.add_argument("--channels", choices=_choices(ChannelSet), default=ChannelSet.STANDARD.value,
+                     help="standard: PRTG's three channels; detailed: also each phase")
+    out.add_argument("--timeout", type=_seconds(5, MAX_SECONDS), default=60.0, metavar="SEC",
+                     help="budget for the whole run; set it to the sensor's timeout in PRTG (default 60)")
+    out.add_argument("-v", "--verbose", action="store_true",
+                     help="print a redacted protocol transcript to stderr")
+    return p
+
+
+def _sniff_format(argv: Sequence[str]) -> OutputFormat:
+    """The requested format, read tolerantly, so even a refused command line gets its document."""
+    for i, arg in enumerate(argv):
+        value = None
+        if arg == "--format" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--format="):
+            value = arg.split("=", 1)[1]
+        if value in _choices(OutputFormat):
+            return OutputFormat(value)
+    return OutputFormat.PRTG_XML
+
+
+def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> None:
+    from .render import render
+
+    data = render(report, fmt).encode("utf-8")
+    out = stdout if stdout is not None else sys.stdout.buffer
+    out.write(data)
+    out.flush()
+
+
+def _sniff_secrets(argv: Sequence[str]) -> Tuple[str, ...]:
+    """Password values on the command line, for redaction even when parsing fails."""
+    found = []
+    for i, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        if name.startswith("--") and "password" in name:
+            if value:
+                found.append(value)
+            elif i + 1 < len(argv):
+                found.append(argv[i + 1])
+    return tuple(found)
+
+
+def _parameter_failure(exc: ParameterError, secrets: Tuple[str, ...]) -> Report:
+    if secrets and exc.cause.startswith("unrecognized arguments"):
+        # Stray words next to a password are most likely a password split at a space.
+        exc = ParameterError(
+            "unrecognized arguments (not shown: the command line holds a password)",
+            hint="Put values that contain spaces in double quotes",
+        )
+    return Report.failure(exc.message())
+
+
+def main(
+    argv: Optional[Sequence[str]] = None,
+    environ: Optional[Mapping[str, str]] = None,
+    stdout: Optional[IO[bytes]] = None,
+) -> int:
+    """Run once; return the process exit code (always 0 for the PRTG formats)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    fmt = _sniff_format(argv)
+    secrets = _sniff_secrets(argv)
+    verbose = False
+    try:
+        settings = build_settings(vars(build_parser().parse_args(argv)), environ)
+        secrets += settings.secrets()
+        fmt, verbose = settings.output.format, settings.output.verbose
+        from .roundtrip import run_round_trip
+        from .transcript import Transcript
+
+        transcript = Transcript(secrets, echo=sys.stderr if verbose else None)
+        report = run_round_trip(settings, transcript)
+    except ParameterError as exc:
+        report = _parameter_failure(exc, secrets)
+    except RoundTripError as exc:
+        report = Report.failure(exc.message())
+    except KeyboardInterrupt:
+        report = Report.failure("Sensor: interrupted by the user.")
+    except Exception as exc:  # noqa: BLE001 - the one guarded place: nothing may escape as a traceback
+        if verbose:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        report = Report.failure(
+            f"Sensor: internal error ({type(exc).__name__}: {exc}). "
+            "Run the sensor by hand with --format text --verbose and report the transcript."
+        )
+    _emit(report.redacted(secrets), fmt, stdout)
+    if fmt.for_prtg:
+        return 0
+    return 1 if report.error else 0

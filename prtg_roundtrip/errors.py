@@ -1,0 +1,53 @@
+"""The sensor's failures: one small hierarchy, turned into a PRTG error in one place (cli.main).
+
+Every error knows the step that failed, the server it talked to (if any), the cause in words an
+administrator can act on, and what to try. Nothing here formats output: render.py does that.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class RoundTripError(Exception):
+    """A failure of one step of the round trip."""
+
+    step = "Sensor"
+
+    def __init__(self, cause: str, *, server: Optional[str] = None, hint: Optional[str] = None):
+        super().__init__(cause)
+        self.cause = cause
+        self.server = server
+        self.hint = hint
+
+    def message(self) -> str:
+        """One line: step, server, cause, what to try."""
+        where = f"{self.step} ({self.server})" if self.server else self.step
+        text = f"{where}: {self.cause}"
+        if self.hint:
+            text += f". {self.hint}"
+        return text.rstrip(".") + "."
+
+
+class ParameterError(RoundTripError):
+    """The sensor's parameters are wrong; raised before any connection is made."""
+
+    step = "Parameters"
+
+
+class SmtpError(RoundTripError):
+    """Step 1, sending the probe mail, failed."""
+
+    step = "SMTP send"
+
+
+class ImapError(RoundTripError):
+    """Step 2, watching the mailbox, failed."""
+
+    step = "IMAP receive"
+
+
+class DeliveryTimeout(ImapError):
+    """The probe mail was accepted by SMTP but did not arrive in time."""
+
+    step = "Delivery"

@@ -1,0 +1,392 @@
+"""Step 2: watch the IMAP mailbox until the probe arrives, then delete exactly that message.
+
+The watch is armed before the probe is sent: connect, log in, select, and note UIDVALIDITY and
+UIDNEXT. Only messages whose UID is at least that UIDNEXT can be the probe, so every check costs
+the same however full the mailbox is. A check asks the server (UID SEARCH ... SUBJECT) or reads
+the new messages' headers itself (BODY.PEEK, which sets no flag); either way a candidate is the
+probe only if its Message-ID is the probe's.
+
+Waiting (WaitMethod.AUTO): check at once, then again after gaps that grow geometrically from
+FIRST_GAP, so a delivery of a few milliseconds is seen within a few milliseconds. Once the gap
+reaches IDLE_TAKEOVER the server's IDLE push takes over where it is offered (re-checking on
+every wake and at least every --interval, since some servers never push); without IDLE the gaps
+keep growing up to --interval. WaitMethod.POLL never uses IDLE.
+
+Commands one run sends, at most: connect and login (CAPABILITY, STARTTLS, LOGIN, SELECT: <= 5),
+then NOOP + SEARCH per check (+1 FETCH to confirm a hit), with FAST_CHECKS quick checks in the
+first ~1.5 s and then one check per wake or --interval (IDLE + DONE when IDLE is used), then
+STORE + UID EXPUNGE (or SEARCH DELETED + EXPUNGE without UIDPLUS) and LOGOUT. With the defaults
+(--max-trip-time 30, --interval 5) that is at most about 2 * (15 + 6 + wakes) + 12 commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+from typing import List, Optional, Tuple
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+
+from .deadline import Deadline, now
+from .errors import DeliveryTimeout, ImapError
+from .probe import MARKER_HEADER, ProbeMail
+from .settings import ImapSettings, SearchMethod, TlsMode, TlsSettings, WaitMethod
+from .tls import (
+    TlsUnavailable,
+    certificate_days_left,
+    describe_network_error,
+    make_context,
+    peer_is_not_tls,
+    session_description,
+)
+from .transcript import Transcript
+
+FIRST_GAP = 0.002  # seconds after the first check
+GROWTH = 1.5  # each gap is this much longer than the one before
+IDLE_TAKEOVER = 0.5  # from this gap on, IDLE waits instead (Dovecot delays pushes by 500 ms)
+FAST_CHECKS = math.ceil(math.log(IDLE_TAKEOVER / FIRST_GAP, GROWTH)) + 1
+
+_HEADERS = f"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT {MARKER_HEADER.upper()})]"
+_DELETED = b"\\Deleted"
+
+
+@dataclass(frozen=True)
+class ReceiveResult:
+    """What step 2 observed. Times are `deadline.now()` seconds."""
+
+    server: str
+    mailbox: str
+    connect_started_at: float
+    logged_in_at: float  # TLS and login done, mailbox selected: armed
+    found_at: float  # the check that saw the probe returned
+    uid: int
+    security: str
+    detection: str  # "IDLE" or "polling": what was waiting when the probe was seen
+    checks: int
+    deleted: bool  # expunged (True) or, without UIDPLUS, only flagged \Deleted (False)
+    certificate_days: Optional[float] = None
+    fallback: Optional[str] = None
+
+
+class _TranscriptHandler(logging.Handler):
+    """IMAPClient logs each protocol line (LOGIN already masked); copy them to the transcript."""
+
+    def __init__(self, transcript: Transcript):
+        super().__init__(logging.DEBUG)
+        self.transcript = transcript
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text[:2] not in ("> ", "< "):
+            return  # imaplib's parser chatter
+        direction, text = text[0], text[2:]
+        if text.startswith(("b'", 'b"')):
+            text = text[2:-1] if text.endswith(text[1]) else text[2:]
+            text = text.replace("\\r\\n", "")
+        self.transcript.add("IMAP", direction, text)
+
+
+class MailboxWatch:
+    """One IMAP session: open (arm), wait_for, delete, close."""
+
+    def __init__(self, settings: ImapSettings, tls: TlsSettings, deadline: Deadline, transcript: Transcript):
+        self.settings = settings
+        self.deadline = deadline
+        self.transcript = transcript
+        self.context = make_context(tls) if settings.tls is not TlsMode.OFF else None
+        self.client: Optional[IMAPClient] = None
+        self.phase = "connect"
+        self.uidnext: Optional[int] = None
+        self.uidvalidity: Optional[int] = None
+        self.security = "plain text"
+        self.fallback: Optional[str] = None
+        self.connect_started_at = 0.0
+        self.logged_in_at = 0.0
+        self.certificate_days: Optional[float] = None
+        self._handler = _TranscriptHandler(transcript)
+        self._logger = logging.getLogger("imapclient")
+
+    # -- failures -------------------------------------------------------------------------
+    def fail(self, cause: str, hint: str) -> ImapError:
+        return ImapError(cause, server=self.settings.server, hint=hint)
+
+    def network_failure(self, exc: BaseException) -> ImapError:
+        if isinstance(exc, IMAPClientError):
+            return self.fail(f"{self.phase} failed: {_server_text(exc)}", "Check the server's log")
+        cause, hint = describe_network_error(exc, self.deadline.cap(self.settings.timeout))
+        return self.fail(f"{cause} during {self.phase}", hint)
+
+    def _arm_timeout(self) -> None:
+        if self.client is not None:
+            self.client.socket().settimeout(self.deadline.cap(self.settings.timeout))
+
+    # -- opening --------------------------------------------------------------------------
+    def open(self) -> None:
+        """Connect, secure, log in and select the mailbox; note UIDVALIDITY and UIDNEXT."""
+        self._logger.addHandler(self._handler)
+        self._logger.setLevel(logging.DEBUG)
+        self._logger.propagate = False
+        self.connect_started_at = now()
+        try:
+            self._connect_with_policy()
+            self._login()
+            self._select()
+        except (OSError, IMAPClientError) as exc:
+            raise self.network_failure(exc) from exc
+        self.logged_in_at = now()
+
+    def _connect(self, implicit: bool) -> None:
+        self.phase = "connect (TLS handshake)" if implicit else "connect"
+        self.transcript.note("IMAP", f"connecting to {self.settings.server}" + (" with TLS" if implicit else ""))
+        try:
+            self.client = IMAPClient(
+                self.settings.host,
+                port=self.settings.port,
+                ssl=implicit,
+                ssl_context=self.context,
+                timeout=self.deadline.cap(self.settings.timeout),
+            )
+        except (OSError, IMAPClientError) as exc:
+            if implicit and peer_is_not_tls(exc):
+                raise TlsUnavailable(str(exc)) from exc
+            raise
+
+    def _connect_with_policy(self) -> None:
+        mode = self.settings.tls
+        try:
+            self._connect(implicit=mode.implicit)
+        except TlsUnavailable as exc:
+            if mode.required:
+                raise self.fail(
+                    f"TLS not offered on this port ({exc})",
+                    "The port speaks plain text: use --imap-tls starttls, or the IMAPS port (993)",
+                ) from None
+            self.fallback = "the port does not speak implicit TLS"
+            self.transcript.note("IMAP", f"{self.fallback}: reconnecting without implicit TLS")
+            self._connect(implicit=False)
+        client = self.client
+        assert client is not None
+        if not client.ssl and mode is not TlsMode.OFF:
+            self.phase = "STARTTLS"
+            if client.has_capability("STARTTLS"):
+                self._arm_timeout()
+                client.starttls(self.context)  # imaplib asks for the new capabilities itself
+            elif mode is TlsMode.STARTTLS:
+                raise self.fail(
+                    "TLS not offered: the server does not announce STARTTLS",
+                    "Enable STARTTLS on the server, or choose --imap-tls starttls-if-available",
+                )
+            else:
+                self.fallback = self.fallback or "the server does not announce STARTTLS"
+                self.transcript.note("IMAP", f"{self.fallback}: continuing without TLS")
+        sock = client.socket()
+        self.security = session_description(sock)
+        if self.security != "plain text":
+            self.security += " (implicit TLS)" if client.ssl else " (STARTTLS)"
+            self.certificate_days = certificate_days_left(sock)
+
+    def _login(self) -> None:
+        client = self.client
+        assert client is not None
+        self.phase = "LOGIN"
+        self._arm_timeout()
+        if self.security == "plain text":
+            self.transcript.note("IMAP", "WARNING: sending the password without TLS")
+        try:
+            client.login(self.settings.user, self.settings.password)
+        except LoginError as exc:
+            if client.has_capability("LOGINDISABLED"):
+                raise self.fail(
+                    "the server refuses to log in without TLS (LOGINDISABLED)",
+                    "Choose a TLS mode for IMAP (--imap-tls starttls or tls)",
+                ) from None
+            raise self.fail(f"login rejected ({_server_text(exc)})", "Check --imap-user and --imap-password") from None
+        client.capabilities()  # caches the post-login list most servers send with the OK
+
+    def _select(self) -> None:
+        client = self.client
+        assert client is not None
+        self.phase = f"SELECT {self.settings.mailbox}"
+        self._arm_timeout()
+        try:
+            status = client.select_folder(self.settings.mailbox)
+        except IMAPClientError as exc:
+            if isinstance(exc, IMAPClientAbortError):  # the connection broke: not the mailbox
+                raise
+            raise self.fail(
+                f"mailbox {self.settings.mailbox!r} cannot be opened ({_server_text(exc)})",
+                "Check --mailbox: the folder must exist; names other than INBOX are case-sensitive",
+            ) from None
+        self.uidvalidity = _int(status.get(b"UIDVALIDITY"))
+        self.uidnext = _int(status.get(b"UIDNEXT"))
+
+    # -- waiting --------------------------------------------------------------------------
+    def wait_for(self, probe: ProbeMail, accepted_at: float) -> Tuple[int, float, str, int]:
+        """Wait until the probe is in the mailbox: (uid, found_at, detection, checks)."""
+        client = self.client
+        assert client is not None
+        end = min(accepted_at + self.settings.max_trip_time, self.deadline.end)
+        use_idle = self.settings.wait is WaitMethod.AUTO and client.has_capability("IDLE")
+        gap = FIRST_GAP
+        checks = 0
+        detection = "polling"
+        try:
+            while True:
+                self.phase = "checking the mailbox"
+                uid, seen_at = self._check(probe)
+                checks += 1
+                if uid is not None:
+                    return uid, seen_at, detection, checks
+                left = end - now()
+                if left <= 0:
+                    raise self._not_arrived(accepted_at, checks)
+                if use_idle and gap >= IDLE_TAKEOVER:
+                    detection = "IDLE"
+                    use_idle = self._idle(min(self.settings.interval, left))
+                else:
+                    time.sleep(min(gap, left))
+                    gap = min(gap * GROWTH, self.settings.interval)
+        except (OSError, IMAPClientError) as exc:
+            raise self.network_failure(exc) from exc
+
+    def _not_arrived(self, accepted_at: float, checks: int) -> DeliveryTimeout:
+        waited = now() - accepted_at
+        capped = self.deadline.end < accepted_at + self.settings.max_trip_time
+        limit = "the run's --timeout budget" if capped else f"--max-trip-time {self.settings.max_trip_time:g} s"
+        return DeliveryTimeout(
+            f"the probe mail accepted by SMTP did not arrive in {self.settings.mailbox!r} within "
+            f"{waited:.1f} s ({limit}; {checks} checks). It stays in the mailbox if it arrives later",
+            server=self.settings.server,
+            hint="Check the mail server's queue and log for the probe's Message-ID, and the "
+            "mailbox's filters; raise --max-trip-time if delivery is just slow",
+        )
+
+    def _idle(self, seconds: float) -> bool:
+        """Wait in IDLE for a push or `seconds`; False if the server refused IDLE."""
+        client = self.client
+        assert client is not None
+        self.phase = "IDLE"
+        self._arm_timeout()
+        try:
+            client.idle()
+        except IMAPClientError as exc:
+            self.transcript.note("IMAP", f"IDLE refused ({_server_text(exc)}): polling instead")
+            time.sleep(min(self.settings.interval, seconds))
+            return False
+        try:
+            client.idle_check(timeout=seconds)
+        finally:
+            self._arm_timeout()
+            client.idle_done()
+        return True
+
+    def _check(self, probe: ProbeMail) -> Tuple[Optional[int], float]:
+        """One look at the new messages: (uid of the probe or None, time the answer came)."""
+        client = self.client
+        assert client is not None
+        self._arm_timeout()
+        client.noop()
+        first = self.uidnext or 1
+        criteria: List[object] = ["UID", f"{first}:*"]
+        if self.settings.search is SearchMethod.SERVER:
+            criteria += ["SUBJECT", probe.subject_token]
+        # "n:*" also matches the highest UID when it is below n: keep only UIDs >= n.
+        candidates = [u for u in client.search(criteria) if u >= first]
+        seen_at = now()
+        if not candidates:
+            return None, seen_at
+        # Server search: the FETCH only confirms the hit, which SEARCH already timed. Local
+        # search: the FETCH is the match itself (right even where the server's SEARCH lags).
+        headers = self._headers(candidates)
+        if self.settings.search is SearchMethod.LOCAL:
+            seen_at = now()
+        for uid, message_id in headers:
+            if message_id == probe.message_id:
+                return uid, seen_at
+        return None, seen_at
+
+    def _headers(self, messages: object) -> List[Tuple[int, str]]:
+        """(uid, Message-ID) of the given messages, read with BODY.PEEK (no \\Seen)."""
+        client = self.client
+        assert client is not None
+        fetched = client.fetch(messages, [_HEADERS])
+        result = []
+        parser = BytesHeaderParser(policy=default_policy)
+        for uid, data in fetched.items():
+            raw = next((v for k, v in data.items() if bytes(k).startswith(b"BODY[")), b"")
+            headers = parser.parsebytes(bytes(raw or b""))
+            result.append((int(uid), str(headers.get("Message-ID", "")).strip()))
+        return result
+
+    # -- deleting and closing -------------------------------------------------------------
+    def delete(self, uid: int) -> bool:
+        """Remove the probe: True if expunged, False if only flagged (no UIDPLUS, see below)."""
+        client = self.client
+        assert client is not None
+        self.phase = "deleting the probe"
+        self._arm_timeout()
+        try:
+            client.add_flags([uid], [_DELETED], silent=True)
+            if client.has_capability("UIDPLUS"):
+                client.uid_expunge([uid])
+                return True
+            # A plain EXPUNGE would also remove what other clients flagged \Deleted: only
+            # expunge when the probe is the only such message.
+            if [u for u in client.search(["DELETED"]) if u != uid]:
+                self.transcript.note("IMAP", "no UIDPLUS and other messages are flagged \\Deleted: not expunging")
+                return False
+            client.expunge()
+            return True
+        except (OSError, IMAPClientError) as exc:
+            raise self.network_failure(exc) from exc
+
+    def close(self) -> None:
+        client, self.client = self.client, None
+        try:
+            if client is not None:
+                try:
+                    client.socket().settimeout(self.deadline.cap(2.0))
+                    client.logout()
+                except Exception:  # noqa: BLE001 - the connection may be gone; nothing to save
+                    try:
+                        client.shutdown()
+                    except OSError:
+                        pass
+        finally:
+            self._logger.removeHandler(self._handler)
+
+    def result(self, uid: int, found_at: float, detection: str, checks: int, deleted: bool) -> ReceiveResult:
+        return ReceiveResult(
+            server=self.settings.server,
+            mailbox=self.settings.mailbox,
+            connect_started_at=self.connect_started_at,
+            logged_in_at=self.logged_in_at,
+            found_at=found_at,
+            uid=uid,
+            security=self.security,
+            detection=detection,
+            checks=checks,
+            deleted=deleted,
+            certificate_days=self.certificate_days,
+            fallback=self.fallback,
+        )
+
+
+def _int(value: object) -> Optional[int]:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def _server_text(exc: BaseException) -> str:
+    text = str(exc)
+    for prefix in ("b'", 'b"'):
+        text = text.replace(prefix, "")
+    return text.strip("'\" ") or type(exc).__name__
+

@@ -1,0 +1,107 @@
+"""From what the two steps observed to what PRTG is told: timings, channels, the text.
+
+The legs, in milliseconds of the monotonic clock:
+- Response Time (SMTP): start of the TCP connect -> the server's 250 after DATA.
+- Response Time (IMAP): that 250 -> the mailbox check that saw the probe returned.
+- Total: SMTP + IMAP.
+Detailed channels (--channels detailed) split them further; each states its start and end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Tuple
+
+from .imap_wait import ReceiveResult
+from .report import Channel, Report
+from .settings import ChannelSet
+from .smtp_send import SendResult
+
+
+@dataclass(frozen=True)
+class Measurement:
+    send: SendResult
+    receive: ReceiveResult
+    search: str  # "server search" or "local search"
+    notes: Tuple[str, ...] = ()
+
+    @property
+    def smtp_ms(self) -> float:
+        return _ms(self.send.started_at, self.send.accepted_at)
+
+    @property
+    def imap_ms(self) -> float:
+        return _ms(self.send.accepted_at, self.receive.found_at)
+
+    @property
+    def total_ms(self) -> float:
+        return self.smtp_ms + self.imap_ms
+
+
+def _ms(start: float, end: float) -> float:
+    return max(0.0, (end - start) * 1000.0)
+
+
+def channels(m: Measurement, channel_set: ChannelSet) -> Tuple[Channel, ...]:
+    result: List[Channel] = [
+        Channel("Total", m.total_ms),
+        Channel("Response Time (SMTP)", m.smtp_ms),
+        Channel("Response Time (IMAP)", m.imap_ms),
+    ]
+    if channel_set is ChannelSet.DETAILED:
+        s, r = m.send, m.receive
+        # SMTP Connect: TCP connect start -> greeting read (implicit TLS handshake included)
+        result.append(Channel("SMTP Connect", _ms(s.started_at, s.connected_at)))
+        if s.tls_started_at is not None and s.tls_done_at is not None:
+            # STARTTLS sent -> handshake done and EHLO answered again
+            result.append(Channel("SMTP TLS Handshake", _ms(s.tls_started_at, s.tls_done_at)))
+        if s.auth_started_at is not None and s.authenticated_at is not None:
+            # AUTH sent -> 235 received
+            result.append(Channel("SMTP Auth", _ms(s.auth_started_at, s.authenticated_at)))
+        # MAIL FROM sent -> 250 after DATA
+        result.append(Channel("SMTP Submit", _ms(s.ready_at, s.accepted_at)))
+        # IMAP TCP connect start -> mailbox selected (TLS and LOGIN included); before the send
+        result.append(Channel("IMAP Connect and Login", _ms(r.connect_started_at, r.logged_in_at)))
+        result.append(Channel("IMAP Checks", float(r.checks), unit="Count", is_float=False))
+        result.append(
+            Channel("IMAP Push Used", 1.0 if r.detection == "IDLE" else 0.0, unit="Custom",
+                    is_float=False, custom_unit="IDLE")
+        )
+        for name, days in (("SMTP Certificate", s.certificate_days), ("IMAP Certificate", r.certificate_days)):
+            if days is not None:
+                result.append(Channel(name, days, unit="Custom", is_float=True, custom_unit="days"))
+    return tuple(result)
+
+
+def summary(m: Measurement) -> Tuple[str, bool]:
+    """The one-line text and whether PRTG should show a warning."""
+    s, r = m.send, m.receive
+    text = (
+        f"Round trip {m.total_ms:.1f} ms: SMTP {s.server} over {s.security} accepted the probe in "
+        f"{m.smtp_ms:.1f} ms; IMAP {r.server} over {r.security} found it in {r.mailbox!r} "
+        f"{m.imap_ms:.1f} ms later by {m.search} ({r.detection}, {r.checks} checks)"
+    )
+    warning = False
+    if r.deleted:
+        text += " and deleted."
+    else:
+        text += "; it was flagged \\Deleted but not expunged (see the text of the IMAP step)."
+        warning = True
+    notes = list(m.notes)
+    if s.fallback:
+        notes.append(f"SMTP without TLS: {s.fallback}")
+    if r.fallback:
+        notes.append(f"IMAP without TLS: {r.fallback}")
+    if s.password_in_clear:
+        notes.append("the SMTP password was sent without TLS")
+    if r.security == "plain text":
+        notes.append("the IMAP password was sent without TLS")
+    if notes:
+        text += " Note: " + "; ".join(notes) + "."
+    return text, warning
+
+
+def evaluate(m: Measurement, channel_set: ChannelSet) -> Report:
+    text, warning = summary(m)
+    return Report.success(channels(m, channel_set), text, warning=warning)
+

@@ -1,0 +1,34 @@
+"""Report -> the document PRTG reads, through one Jinja template per format (templates/)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import jinja2
+
+from .report import Report
+from .settings import OutputFormat
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+_FILES = {
+    OutputFormat.PRTG_XML: "prtg.xml.j2",
+    OutputFormat.PRTG_JSON: "prtg.json.j2",
+    OutputFormat.TEXT: "text.txt.j2",
+}
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("xml.j2",), default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(report: Report, fmt: OutputFormat) -> str:
+    return _environment().get_template(_FILES[fmt]).render(report=report)

@@ -1,0 +1,71 @@
+"""What the sensor tells PRTG: channels and a text, or an error. Knows nothing of formats."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Optional, Tuple
+
+TEXT_LIMIT = 2000  # PRTG cuts the text at 2,000 characters
+MAX_CHANNELS = 50
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One PRTG channel: a name unique in the sensor, a value and its unit."""
+
+    name: str
+    value: float
+    unit: str = "TimeResponse"  # milliseconds in PRTG
+    is_float: bool = True
+    custom_unit: Optional[str] = None
+    limit_max_warning: Optional[float] = None
+    limit_max_error: Optional[float] = None
+
+    @property
+    def value_text(self) -> str:
+        """The value with '.' as decimal separator, whatever the locale."""
+        if self.is_float:
+            return f"{self.value:.3f}"
+        return str(round(self.value))
+
+    @property
+    def has_limits(self) -> bool:
+        return self.limit_max_warning is not None or self.limit_max_error is not None
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome of one run, ready to render."""
+
+    text: str
+    channels: Tuple[Channel, ...] = field(default=())
+    error: bool = False
+    warning: bool = False  # success, but something needs the administrator's attention
+
+    @classmethod
+    def failure(cls, text: str) -> Report:
+        return cls(text=clean_text(text), error=True)
+
+    @classmethod
+    def success(cls, channels: Tuple[Channel, ...], text: str, warning: bool = False) -> Report:
+        names = [c.name for c in channels]
+        if len(set(names)) != len(names) or len(names) > MAX_CHANNELS:
+            raise ValueError(f"channel names must be unique and at most {MAX_CHANNELS}: {names}")
+        return cls(text=clean_text(text), channels=tuple(channels), warning=warning)
+
+    def redacted(self, secrets: Tuple[str, ...]) -> Report:
+        from .transcript import redact
+
+        return replace(self, text=clean_text(redact(self.text, secrets)))
+
+
+def clean_text(text: str) -> str:
+    """One line of printable text within PRTG's limit."""
+    text = _CONTROL.sub("", _BREAKS.sub(" ", text)).strip()
+    if len(text) > TEXT_LIMIT:
+        text = text[: TEXT_LIMIT - 3].rstrip() + "..."
+    return text

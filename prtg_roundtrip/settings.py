@@ -1,0 +1,309 @@
+"""What one run is asked to do: frozen settings objects, their enums and their validation.
+
+cli.py parses the command line; `build_settings` turns the parsed values and PRTG's environment
+into these objects and refuses anything invalid, before any connection is made. Later steps
+only read them. Passwords are kept out of every repr.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Mapping, Optional
+
+from .errors import ParameterError
+
+
+class TlsMode(str, Enum):
+    """PRTG's four "Transport-Level Security" choices, plus an explicit plain one."""
+
+    STARTTLS_IF_AVAILABLE = "starttls-if-available"
+    TLS_IF_AVAILABLE = "tls-if-available"
+    STARTTLS = "starttls"
+    TLS = "tls"
+    OFF = "off"
+
+    @property
+    def implicit(self) -> bool:
+        """TLS from the first byte (SMTPS/IMAPS) rather than STARTTLS."""
+        return self in (TlsMode.TLS, TlsMode.TLS_IF_AVAILABLE)
+
+    @property
+    def required(self) -> bool:
+        """The run fails when the server offers no TLS."""
+        return self in (TlsMode.TLS, TlsMode.STARTTLS)
+
+
+class SmtpAuth(str, Enum):
+    NONE = "none"
+    PASSWORD = "password"  # noqa: S105 - a method name, not a secret
+
+
+class SearchMethod(str, Enum):
+    """PRTG's "Search Method": ask the server, or read the headers ourselves."""
+
+    SERVER = "server"
+    LOCAL = "local"
+
+
+class WaitMethod(str, Enum):
+    """How the IMAP leg learns that mail arrived."""
+
+    AUTO = "auto"  # fast checks right after the send, then IDLE where offered, else polling
+    POLL = "poll"  # never IDLE: fast checks, then every --interval seconds
+
+
+class OutputFormat(str, Enum):
+    PRTG_XML = "prtg-xml"
+    PRTG_JSON = "prtg-json"
+    TEXT = "text"
+
+    @property
+    def for_prtg(self) -> bool:
+        return self is not OutputFormat.TEXT
+
+
+class ChannelSet(str, Enum):
+    STANDARD = "standard"
+    DETAILED = "detailed"
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Certificate policy shared by both legs."""
+
+    ca_file: Optional[str] = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    timeout: float
+    tls: TlsMode
+    auth: SmtpAuth
+    helo: Optional[str]
+    user: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+
+    @property
+    def server(self) -> str:
+        return _server(self.host, self.port)
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    host: str
+    port: int
+    timeout: float
+    tls: TlsMode
+    user: str
+    mailbox: str
+    search: SearchMethod
+    wait: WaitMethod
+    interval: float
+    max_trip_time: float
+    password: str = field(default="", repr=False)
+
+    @property
+    def server(self) -> str:
+        return _server(self.host, self.port)
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    sender: str
+    recipient: str
+    subject_text: str = ""
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    format: OutputFormat = OutputFormat.PRTG_XML
+    channels: ChannelSet = ChannelSet.STANDARD
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    smtp: SmtpSettings
+    imap: ImapSettings
+    mail: MailSettings
+    tls: TlsSettings
+    output: OutputSettings
+    timeout: float  # the whole run's budget, seconds
+
+    def secrets(self) -> tuple:
+        """Every secret value of this run, for redaction."""
+        return tuple(s for s in (self.smtp.password, self.imap.password) if s)
+
+
+def _server(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# Default ports by TLS mode, as PRTG documents them.
+SMTP_PORTS = {True: 465, False: 25}
+IMAP_PORTS = {True: 993, False: 143}
+
+# A plain addr-spec: what PRTG's "Enter a valid email address" accepts. Quoted local parts and
+# address literals are refused on purpose: they are not needed for a probe and invite injection.
+_ADDRESS = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_HOSTNAME = re.compile(r"^[A-Za-z0-9._:\[\]-]+$")
+_HELO = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no space
+
+
+def check_address(value: Optional[str], option: str) -> str:
+    if not value:
+        raise ParameterError(f"{option} is missing", hint=f"Give exactly one email address with {option}")
+    value = value.strip()
+    if not _ADDRESS.match(value) or len(value) > 254:
+        raise ParameterError(
+            f"{option} {value!r} is not one valid email address",
+            hint="Enter exactly one address such as probe@example.com, without a display name",
+        )
+    return value
+
+
+def check_host(value: Optional[str], option: str, missing_hint: str) -> str:
+    if not value or not value.strip():
+        raise ParameterError(f"{option} is missing", hint=missing_hint)
+    value = value.strip()
+    if not _HOSTNAME.match(value) or len(value) > 253:
+        raise ParameterError(
+            f"{option} {value!r} is not a host name or IP address",
+            hint="Enter a DNS name or an IP address, without a port or a URL scheme",
+        )
+    return value.strip("[]")
+
+
+def check_helo(value: Optional[str]) -> Optional[str]:
+    if value is None or value == "":
+        return None
+    if not _HELO.match(value) or len(value) > 255:
+        raise ParameterError(
+            f"--helo {value!r} is not allowed",
+            hint="The HELO ident must be ASCII without spaces or line breaks, e.g. probe.example.com",
+        )
+    return value
+
+
+def check_text(value: str, option: str, limit: int = 200) -> str:
+    if any(ch in value for ch in "\r\n\0"):
+        raise ParameterError(f"{option} contains a line break", hint="Use a single line of text")
+    if len(value) > limit:
+        raise ParameterError(f"{option} is longer than {limit} characters", hint="Shorten it")
+    return value
+
+
+def require(value: Optional[str], option: str, hint: str) -> str:
+    if not value:
+        raise ParameterError(f"{option} is missing", hint=hint)
+    if any(ch in value for ch in "\r\n\0"):
+        raise ParameterError(f"{option} contains a line break or NUL", hint="Check the value")
+    return value
+
+
+def default_smtp_host(environ: Mapping[str, str]) -> Optional[str]:
+    """PRTG's %host of the parent device, when placeholders are passed as environment values."""
+    return environ.get("prtg_host") or None
+
+
+def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> Settings:
+    """Validate parsed option values (cli.py's namespace as a dict) into one Settings object."""
+    v = dict(values)
+    smtp_tls = TlsMode(v["smtp_tls"])
+    imap_tls = TlsMode(v["imap_tls"])
+    sender = check_address(_str(v.get("sender")), "--from")
+    recipient = check_address(_str(v.get("recipient")), "--to")
+    smtp_host = check_host(
+        _str(v.get("smtp_host")) or default_smtp_host(environ),
+        "--smtp-host",
+        "Give --smtp-host, or set the sensor's Environment to "
+        "'Set placeholders as environment values' so PRTG passes the device's host",
+    )
+    imap_host = check_host(_str(v.get("imap_host")), "--imap-host", "Give the IMAP server with --imap-host")
+    mailbox = require(_str(v.get("mailbox")), "--mailbox", "Give the mailbox to watch, e.g. INBOX")
+    if mailbox.strip().lower() == sender.lower():
+        raise ParameterError(
+            f"--mailbox {mailbox!r} equals the --from address",
+            hint="PRTG requires a mailbox that differs from the sender, "
+            "otherwise a failed round trip can look successful",
+        )
+
+    auth = SmtpAuth(v["smtp_auth"])
+    smtp_user = _str(v.get("smtp_user"))
+    smtp_password = _str(v.get("smtp_password"))
+    if auth is SmtpAuth.PASSWORD:
+        smtp_user = require(smtp_user, "--smtp-user", "SMTP authentication needs a user name")
+        smtp_password = require(smtp_password, "--smtp-password", "SMTP authentication needs a password")
+
+    interval = float(_num(v["interval"]))
+    max_trip = float(_num(v["max_trip_time"]))
+    if interval > max_trip:
+        raise ParameterError(
+            f"--interval {interval:g} s is longer than --max-trip-time {max_trip:g} s",
+            hint="The mailbox must be checked at least once within the maximum trip time",
+        )
+
+    tls = TlsSettings(ca_file=_str(v.get("ca_file")), insecure=bool(v.get("insecure")))
+    if tls.ca_file:
+        import os.path
+
+        if not os.path.isfile(tls.ca_file):
+            raise ParameterError(f"--ca-file {tls.ca_file!r} does not exist", hint="Give the path of a PEM file")
+
+    return Settings(
+        smtp=SmtpSettings(
+            host=smtp_host,
+            port=int(_num(v.get("smtp_port") or SMTP_PORTS[smtp_tls.implicit])),
+            timeout=float(_num(v["smtp_timeout"])),
+            tls=smtp_tls,
+            auth=auth,
+            helo=check_helo(_str(v.get("helo"))),
+            user=smtp_user if auth is SmtpAuth.PASSWORD else None,
+            password=smtp_password if auth is SmtpAuth.PASSWORD else None,
+        ),
+        imap=ImapSettings(
+            host=imap_host,
+            port=int(_num(v.get("imap_port") or IMAP_PORTS[imap_tls.implicit])),
+            timeout=float(_num(v["imap_timeout"])),
+            tls=imap_tls,
+            user=require(_str(v.get("imap_user")), "--imap-user", "Give the IMAP login with --imap-user"),
+            password=require(
+                _str(v.get("imap_password")), "--imap-password", "Give the IMAP password with --imap-password"
+            ),
+            mailbox=mailbox,
+            search=SearchMethod(v["search"]),
+            wait=WaitMethod(v["wait"]),
+            interval=interval,
+            max_trip_time=max_trip,
+        ),
+        mail=MailSettings(
+            sender=sender,
+            recipient=recipient,
+            subject_text=check_text(_str(v.get("subject_text")) or "", "--subject-text"),
+        ),
+        tls=tls,
+        output=OutputSettings(
+            format=OutputFormat(v["format"]),
+            channels=ChannelSet(v["channels"]),
+            verbose=bool(v.get("verbose")),
+        ),
+        timeout=float(_num(v["timeout"])),
+    )
+
+
+def _str(value: object) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+def _num(value: object) -> float:
+    if isinstance(value, (int, float)):
+        return value
+    return float(str(value))

@@ -1,0 +1,332 @@
+"""Step 1: hand the probe mail to the SMTP server and note when it was accepted.
+
+Uses stdlib smtplib, one command at a time, so that every phase has its own timestamp and every
+refusal names the command and the server's reply. The SMTP leg runs from the start of the
+connection to the server's 250 after DATA.
+"""
+
+from __future__ import annotations
+
+import ast
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from .deadline import Deadline, now
+from .errors import SmtpError
+from .probe import ProbeMail
+from .settings import SmtpAuth, SmtpSettings, TlsMode, TlsSettings
+from .tls import (
+    TlsUnavailable,
+    certificate_days_left,
+    describe_network_error,
+    make_context,
+    peer_is_not_tls,
+    session_description,
+)
+from .transcript import Transcript
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What step 1 observed. Times are `deadline.now()` seconds."""
+
+    server: str
+    started_at: float  # before the TCP connect
+    connected_at: float  # greeting (220) read, TLS included for implicit TLS
+    tls_started_at: Optional[float]  # STARTTLS sent (None without STARTTLS)
+    tls_done_at: Optional[float]  # STARTTLS handshake finished and EHLO repeated
+    auth_started_at: Optional[float]  # AUTH sent (None without auth)
+    authenticated_at: Optional[float]  # AUTH accepted
+    ready_at: float  # before MAIL FROM
+    accepted_at: float  # 250 after DATA: the server took responsibility for the mail
+    security: str  # e.g. "TLSv1.3 (STARTTLS)", "TLSv1.3 (implicit TLS)", "plain text"
+    reply: str  # the server's answer to DATA, e.g. "2.0.0 Ok: queued as 4Xyz"
+    certificate_days: Optional[float] = None
+    password_in_clear: bool = False
+    fallback: Optional[str] = None  # why an "if available" mode went without TLS
+
+    @property
+    def tls(self) -> bool:
+        return self.security != "plain text"
+
+
+class _Recorded:
+    """Routes smtplib's debug output into the transcript, decoded and redacted."""
+
+    transcript: Transcript
+    _host: str  # smtplib's name for the host it verifies the certificate against
+
+    def _print_debug(self, *args: object) -> None:
+        if len(args) != 2 or args[0] not in ("send:", "reply:"):
+            return
+        text = str(args[1])
+        try:
+            value = ast.literal_eval(text)
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            text = str(value)
+        except (ValueError, SyntaxError):
+            pass
+        if args[0] == "send:" and len(text) > 300:
+            text = f"<message data, {len(text)} bytes>"
+        self.transcript.add("SMTP", ">" if args[0] == "send:" else "<", text)
+
+
+class _SMTP(_Recorded, smtplib.SMTP):
+    pass
+
+
+class _SMTPS(_Recorded, smtplib.SMTP_SSL):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        _quick_ack(sock)
+        return sock
+
+
+def _quick_ack(sock: socket.socket) -> None:
+    # Right after the handshake the server's greeting can sit behind its Nagle algorithm until
+    # our delayed ACK (~40 ms on Linux) goes out: a client artifact, not server latency.
+    option = getattr(socket, "TCP_QUICKACK", None)
+    if option is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+        except OSError:
+            pass
+
+
+class _Session:
+    """One SMTP conversation; raises SmtpError naming the phase that failed."""
+
+    def __init__(self, settings: SmtpSettings, tls: TlsSettings, deadline: Deadline, transcript: Transcript):
+        self.settings = settings
+        self.deadline = deadline
+        self.transcript = transcript
+        self.context: Optional[ssl.SSLContext] = make_context(tls) if settings.tls is not TlsMode.OFF else None
+        self.conn: Optional[smtplib.SMTP] = None
+        self.phase = "connect"
+
+    # -- failures -------------------------------------------------------------------------
+    def fail(self, cause: str, hint: str) -> SmtpError:
+        return SmtpError(cause, server=self.settings.server, hint=hint)
+
+    def network_failure(self, exc: BaseException) -> SmtpError:
+        if isinstance(exc, smtplib.SMTPServerDisconnected):
+            return self.fail(
+                f"the server closed the connection during {self.phase}",
+                "Check the server's log; it may limit connections or reject this client",
+            )
+        cause, hint = describe_network_error(exc, self._timeout())
+        return self.fail(f"{cause} during {self.phase}", hint)
+
+    def _timeout(self) -> float:
+        return self.deadline.cap(self.settings.timeout)
+
+    def _set_timeout(self) -> None:
+        if self.conn is not None and self.conn.sock is not None:
+            self.conn.sock.settimeout(self._timeout())
+
+    # -- phases ---------------------------------------------------------------------------
+    def connect(self, implicit: bool) -> None:
+        self.phase = "connect (TLS handshake)" if implicit else "connect"
+        helo, timeout = self.settings.helo, self._timeout()
+        conn: Union[_SMTP, _SMTPS]
+        if implicit:
+            conn = _SMTPS(local_hostname=helo, timeout=timeout, context=self.context)
+        else:
+            conn = _SMTP(local_hostname=helo, timeout=timeout)
+        conn.transcript = self.transcript
+        conn._host = self.settings.host
+        conn.set_debuglevel(1)
+        self.conn = conn
+        self.transcript.note("SMTP", f"connecting to {self.settings.server}" + (" with TLS" if implicit else ""))
+        try:
+            conn.connect(self.settings.host, self.settings.port)
+        except smtplib.SMTPConnectError as exc:
+            raise self.fail(
+                f"the server refused the session: {_reply(exc.smtp_code, exc.smtp_error)}",
+                "Check that this is an SMTP server and that it accepts connections from this probe",
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            if implicit and peer_is_not_tls(exc):
+                raise TlsUnavailable(str(exc)) from exc
+            raise self.network_failure(exc) from exc
+
+    def hello(self) -> None:
+        assert self.conn is not None
+        self.phase = "EHLO"
+        self._set_timeout()
+        code, msg = self.conn.ehlo()
+        if code != 250:
+            code, msg = self.conn.helo()
+            if code != 250:
+                raise self.fail(
+                    f"EHLO/HELO rejected: {_reply(code, msg)}",
+                    "Check the HELO ident (--helo); some servers demand this host's valid DNS name",
+                )
+
+    def starttls(self) -> None:
+        assert self.conn is not None
+        self.phase = "STARTTLS"
+        self._set_timeout()
+        code, msg = self.conn.starttls(context=self.context)
+        if code != 220:
+            raise self.fail(f"STARTTLS refused: {_reply(code, msg)}", "Check the server's TLS configuration")
+        self.hello()
+
+    def authenticate(self, user: str, password: str) -> None:
+        assert self.conn is not None
+        self.phase = "AUTH"
+        self._set_timeout()
+        if not self.conn.has_extn("auth"):
+            raise self.fail(
+                "the server offers no authentication (AUTH) on this connection",
+                "Many servers offer AUTH only after STARTTLS or on the submission port 587: "
+                "check --smtp-tls and --smtp-port, or use --smtp-auth none",
+            )
+        try:
+            self.conn.login(user, password)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise self.fail(
+                f"login rejected: {_reply(exc.smtp_code, exc.smtp_error)}",
+                "Check --smtp-user and --smtp-password",
+            ) from None
+        except smtplib.SMTPException as exc:
+            if isinstance(exc, smtplib.SMTPServerDisconnected):
+                raise
+            raise self.fail(f"authentication failed: {exc}", "Check the mechanisms the server offers") from None
+
+    def submit(self, probe: ProbeMail) -> str:
+        assert self.conn is not None
+        self.phase = "MAIL FROM"
+        self._set_timeout()
+        code, msg = self.conn.mail(probe.sender)
+        if code != 250:
+            raise self.fail(f"sender <{probe.sender}> rejected at MAIL FROM: {_reply(code, msg)}", _refusal_hint(code))
+        self.phase = "RCPT TO"
+        code, msg = self.conn.rcpt(probe.recipient)
+        if code not in (250, 251):
+            raise self.fail(
+                f"recipient <{probe.recipient}> rejected at RCPT TO: {_reply(code, msg)}", _refusal_hint(code)
+            )
+        self.phase = "DATA"
+        try:
+            code, msg = self.conn.data(probe.data)
+        except smtplib.SMTPDataError as exc:
+            raise self.fail(
+                f"DATA refused: {_reply(exc.smtp_code, exc.smtp_error)}", _refusal_hint(exc.smtp_code)
+            ) from None
+        if code != 250:
+            raise self.fail(f"message rejected after DATA: {_reply(code, msg)}", _refusal_hint(code))
+        return _text(msg)
+
+    def close(self) -> None:
+        if self.conn is None:
+            return
+        try:
+            if self.conn.sock is not None:
+                self.conn.sock.settimeout(min(2.0, self.deadline.cap(2.0)))
+                self.conn.quit()
+        except (OSError, smtplib.SMTPException):
+            pass
+        finally:
+            self.conn.close()
+            self.conn = None
+
+
+def send_probe(
+    settings: SmtpSettings, tls: TlsSettings, probe: ProbeMail, deadline: Deadline, transcript: Transcript
+) -> SendResult:
+    """Deliver `probe` to the SMTP server; return when the server accepted it (250 after DATA)."""
+    session = _Session(settings, tls, deadline, transcript)
+    started = now()
+    fallback = None
+    try:
+        try:
+            session.connect(implicit=settings.tls.implicit)
+        except TlsUnavailable as exc:
+            if settings.tls.required:
+                raise session.fail(
+                    f"TLS not offered on this port ({exc})",
+                    "The port speaks plain text: use --smtp-tls starttls, or the server's "
+                    "implicit-TLS port (465)",
+                ) from None
+            fallback = "the port does not speak implicit TLS"
+            transcript.note("SMTP", f"{fallback}: reconnecting without implicit TLS")
+            session.close()
+            session.connect(implicit=False)
+        connected = now()
+        session.hello()
+        tls_started = tls_done = None
+        assert session.conn is not None
+        if not settings.tls.implicit or fallback:
+            if settings.tls is not TlsMode.OFF and session.conn.has_extn("starttls"):
+                tls_started = now()
+                session.starttls()
+                tls_done = now()
+            elif settings.tls is TlsMode.STARTTLS:
+                raise session.fail(
+                    "TLS not offered: the server does not announce STARTTLS",
+                    "Enable STARTTLS on the server, or choose --smtp-tls starttls-if-available",
+                )
+            elif settings.tls is not TlsMode.OFF:
+                fallback = fallback or "the server does not announce STARTTLS"
+                transcript.note("SMTP", f"{fallback}: continuing without TLS")
+        security = session_description(session.conn.sock)
+        if security != "plain text":
+            security += " (STARTTLS)" if tls_done is not None else " (implicit TLS)"
+        auth_started = authenticated = None
+        in_clear = False
+        if settings.auth is SmtpAuth.PASSWORD:
+            in_clear = security == "plain text"
+            if in_clear:
+                transcript.note("SMTP", "WARNING: sending the password without TLS")
+            auth_started = now()
+            session.authenticate(settings.user or "", settings.password or "")
+            authenticated = now()
+        ready = now()
+        reply = session.submit(probe)
+        accepted = now()
+        days = certificate_days_left(session.conn.sock)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise session.network_failure(exc) from exc
+    finally:
+        session.close()
+    return SendResult(
+        server=settings.server,
+        started_at=started,
+        connected_at=connected,
+        tls_started_at=tls_started,
+        tls_done_at=tls_done,
+        auth_started_at=auth_started,
+        authenticated_at=authenticated,
+        ready_at=ready,
+        accepted_at=accepted,
+        security=security,
+        reply=reply,
+        certificate_days=days,
+        password_in_clear=in_clear,
+        fallback=fallback,
+    )
+
+
+def _text(msg: object) -> str:
+    if isinstance(msg, bytes):
+        return msg.decode("utf-8", "replace")
+    return str(msg)
+
+
+def _reply(code: object, msg: object) -> str:
+    return f"{code} {_text(msg)}".strip()
+
+
+def _refusal_hint(code: int) -> str:
+    if 400 <= code < 500:
+        return "A temporary refusal (4xx): greylisting, rate limits or a full queue; check the server's log"
+    return (
+        "A permanent refusal: check that the server accepts this sender and relays to this "
+        "recipient for this client (or enable --smtp-auth password)"
+    )
+

@@ -1,0 +1,92 @@
+"""A redacted record of what the sensor said to the servers and what they answered.
+
+Both protocol steps write here; nothing secret survives: every password, its base64 forms and
+the arguments of AUTH/LOGIN commands are replaced with `***` before a line is stored or shown.
+With an echo stream (--verbose) each line is also written there as it happens.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from typing import IO, Iterable, List, Optional, Tuple
+
+MASK = "***"
+
+# SMTP "AUTH <mech> <initial response>" and IMAP "<tag> LOGIN <user> <password>" /
+# "AUTHENTICATE <mech> <ir>": keep the verb, hide the rest.
+_SECRET_COMMANDS = re.compile(r"(?i)\b(AUTH\s+[A-Z0-9_-]+|AUTHENTICATE\s+[A-Z0-9_-]+|LOGIN)\s+\S.*$")
+
+
+def secret_forms(secrets: Iterable[str]) -> Tuple[str, ...]:
+    """Each secret as it may appear on the wire: itself and its base64 encodings."""
+    forms = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        raw = secret.encode("utf-8")
+        forms.add(secret)
+        forms.add(base64.b64encode(raw).decode("ascii"))
+        # base64 of the secret at each alignment inside a longer string (AUTH PLAIN "\0user\0pw")
+        for shift in (1, 2):
+            enc = base64.b64encode(b"\0" * shift + raw).decode("ascii")
+            forms.add(enc[4 * ((shift + 2) // 3):].rstrip("="))
+        forms.add(repr(secret)[1:-1])  # as Python's repr escapes it in debug lines
+    return tuple(sorted((f for f in forms if len(f) >= 3), key=len, reverse=True))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Text with every form of every secret masked."""
+    for form in secret_forms(secrets):
+        text = text.replace(form, MASK)
+    return text
+
+
+class Transcript:
+    """Timestamped, redacted protocol lines of one run."""
+
+    def __init__(self, secrets: Iterable[str] = (), echo: Optional[IO[str]] = None):
+        self._secrets = tuple(s for s in secrets if s)
+        self._forms = secret_forms(self._secrets)
+        self._echo = echo
+        self._start = time.perf_counter()
+        self._lines: List[str] = []
+        self._in_auth = False
+
+    def add(self, protocol: str, direction: str, text: str) -> None:
+        """Record one line; direction is '>' (we sent), '<' (server said) or '*' (a note)."""
+        text = text.rstrip("\r\n")
+        if protocol == "SMTP" and direction == ">":
+            text = self._smtp_auth_exchange(text)
+        elif protocol == "SMTP" and direction == "<" and self._in_auth and not text.startswith("334"):
+            self._in_auth = False
+        if direction == ">":
+            text = _SECRET_COMMANDS.sub(lambda m: m.group(1) + " " + MASK, text)
+        for form in self._forms:
+            text = text.replace(form, MASK)
+        line = f"{(time.perf_counter() - self._start) * 1000:9.1f} ms {protocol} {direction} {text}"
+        self._lines.append(line)
+        if self._echo is not None:
+            self._echo.write(line + "\n")
+            self._echo.flush()
+
+    def note(self, protocol: str, text: str) -> None:
+        self.add(protocol, "*", text)
+
+    def _smtp_auth_exchange(self, text: str) -> str:
+        # Client lines inside an AUTH exchange (AUTH LOGIN's user and password lines, a SASL
+        # continuation) are credentials whatever they look like.
+        if re.match(r"(?i)^[b'\"]*AUTH\b", text):
+            self._in_auth = True
+            return text
+        if self._in_auth:
+            return MASK
+        return text
+
+    @property
+    def lines(self) -> Tuple[str, ...]:
+        return tuple(self._lines)
+
+    def text(self) -> str:
+        return "\n".join(self._lines) + ("\n" if self._lines else "")
