@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="standard: PRTG's three channels; detailed: also each phase")
     out.add_argument("--timeout", type=_seconds(5, MAX_SECONDS), default=60.0, metavar="SEC",
                      help="budget for the whole run; set it to the sensor's timeout in PRTG (default 60)")
+    out.add_argument("--sensor-id", metavar="ID",
+                     help="marks this sensor's probe mails (default: $prtg_sensorid, else derived "
+                     "from the servers, mailbox and addresses)")
     out.add_argument("-v", "--verbose", action="store_true",
                      help="print a redacted protocol transcript to stderr")
     return p

@@ -41,6 +41,17 @@ class SmtpError(RoundTripError):
     step = "SMTP send"
 
 
+class SendUncertain(SmtpError):
+    """The whole message went out, then the connection broke before the server answered DATA.
+
+    The server may or may not have taken the mail: the run still watches the mailbox.
+    """
+
+    def __init__(self, cause: str, *, server: str, sent_at: float):
+        super().__init__(cause, server=server)
+        self.sent_at = sent_at
+
+
 class ImapError(RoundTripError):
     """Step 2, watching the mailbox, failed."""
 

@@ -25,6 +25,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from typing import List, Optional, Tuple
@@ -34,7 +35,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 
 from .deadline import Deadline, now
 from .errors import DeliveryTimeout, ImapError
-from .probe import MARKER_HEADER, ProbeMail
+from .probe import MARKER_HEADER, SUBJECT_MARK, ProbeMail, parse_marker, probe_message_id
 from .settings import ImapSettings, SearchMethod, TlsMode, TlsSettings, WaitMethod
 from .tls import (
     TlsUnavailable,
@@ -53,6 +54,20 @@ FAST_CHECKS = math.ceil(math.log(IDLE_TAKEOVER / FIRST_GAP, GROWTH)) + 1
 
 _HEADERS = f"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT {MARKER_HEADER.upper()})]"
 _DELETED = b"\\Deleted"
+FOREIGN_PROBE_AGE = 86400.0  # another sensor's probe is left alone until it is a day old
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Leftover probes of earlier runs found after this run's probe was deleted."""
+
+    removed_own: int = 0  # this sensor's, older than their run's budget
+    removed_foreign: int = 0  # other sensors', older than a day
+    kept: int = 0  # probes still in flight or too young to be another sensor's orphan
+
+    @property
+    def removed(self) -> int:
+        return self.removed_own + self.removed_foreign
 
 
 @dataclass(frozen=True)
@@ -310,40 +325,92 @@ class MailboxWatch:
                 return uid, seen_at
         return None, seen_at
 
-    def _headers(self, messages: object) -> List[Tuple[int, str]]:
+    def _headers(self, messages: List[int]) -> List[Tuple[int, str]]:
         """(uid, Message-ID) of the given messages, read with BODY.PEEK (no \\Seen)."""
+        return [(uid, str(h.get("Message-ID", "")).strip()) for uid, h in self._header_fields(messages)]
+
+    def _header_fields(self, messages: List[int]) -> List[Tuple[int, Message]]:
         client = self.client
         assert client is not None
         fetched = client.fetch(messages, [_HEADERS])
-        result = []
         parser = BytesHeaderParser(policy=default_policy)
+        result: List[Tuple[int, Message]] = []
         for uid, data in fetched.items():
             raw = next((v for k, v in data.items() if bytes(k).startswith(b"BODY[")), b"")
-            headers = parser.parsebytes(bytes(raw or b""))
-            result.append((int(uid), str(headers.get("Message-ID", "")).strip()))
+            result.append((int(uid), parser.parsebytes(bytes(raw or b""))))
         return result
+
+    # -- leftovers ------------------------------------------------------------------------
+    def sweep(self, sensor: str, wall_now: float) -> Sweep:
+        """Remove probes that runs killed or timed out left behind.
+
+        A message is a probe only if its marker header parses and agrees with its subject and
+        Message-ID; anything else is never touched, whatever its subject says. This sensor's
+        probe is stale once its run's budget has passed (PRTG never runs one sensor twice at a
+        time, so it can no longer be waited for); another sensor's only after a day.
+        """
+        client = self.client
+        assert client is not None
+        self.phase = "removing leftover probes"
+        self._arm_timeout()
+        try:
+            candidates = list(client.search(["HEADER", MARKER_HEADER, "guid="]))
+            if not candidates:
+                return Sweep()
+            stale, kept, own, foreign = [], 0, 0, 0
+            for uid, headers in self._header_fields(candidates):
+                marker = parse_marker(str(headers.get(MARKER_HEADER, "")))
+                if marker is None:
+                    continue
+                subject = str(headers.get("Subject", ""))
+                message_id = str(headers.get("Message-ID", "")).strip()
+                domain = message_id.rpartition("@")[2].rstrip(">")
+                if f"{SUBJECT_MARK} {{{marker.guid}}}" not in subject or message_id != probe_message_id(
+                    marker.guid, domain
+                ):
+                    continue
+                age = wall_now - marker.sent
+                if marker.sensor == sensor and age > marker.budget:
+                    stale.append(uid)
+                    own += 1
+                elif marker.sensor != sensor and age > FOREIGN_PROBE_AGE:
+                    stale.append(uid)
+                    foreign += 1
+                else:
+                    kept += 1
+            if stale and not self._expunge(stale):
+                return Sweep(kept=kept + len(stale))
+            if stale:
+                self.transcript.note("IMAP", f"removed {len(stale)} leftover probe(s): UIDs {stale}")
+            return Sweep(own, foreign, kept)
+        except (OSError, IMAPClientError) as exc:
+            raise self.network_failure(exc) from exc
 
     # -- deleting and closing -------------------------------------------------------------
     def delete(self, uid: int) -> bool:
         """Remove the probe: True if expunged, False if only flagged (no UIDPLUS, see below)."""
-        client = self.client
-        assert client is not None
         self.phase = "deleting the probe"
         self._arm_timeout()
         try:
-            client.add_flags([uid], [_DELETED], silent=True)
-            if client.has_capability("UIDPLUS"):
-                client.uid_expunge([uid])
-                return True
-            # A plain EXPUNGE would also remove what other clients flagged \Deleted: only
-            # expunge when the probe is the only such message.
-            if [u for u in client.search(["DELETED"]) if u != uid]:
-                self.transcript.note("IMAP", "no UIDPLUS and other messages are flagged \\Deleted: not expunging")
-                return False
-            client.expunge()
-            return True
+            return self._expunge([uid])
         except (OSError, IMAPClientError) as exc:
             raise self.network_failure(exc) from exc
+
+    def _expunge(self, uids: List[int]) -> bool:
+        """Flag `uids` \\Deleted and expunge exactly them; False if they could only be flagged."""
+        client = self.client
+        assert client is not None
+        client.add_flags(uids, [_DELETED], silent=True)
+        if client.has_capability("UIDPLUS"):
+            client.uid_expunge(uids)
+            return True
+        # A plain EXPUNGE would also remove what other clients flagged \Deleted: only expunge
+        # when no other message is flagged so.
+        if [u for u in client.search(["DELETED"]) if u not in uids]:
+            self.transcript.note("IMAP", "no UIDPLUS and other messages are flagged \\Deleted: not expunging")
+            return False
+        client.expunge()
+        return True
 
     def close(self) -> None:
         client, self.client = self.client, None

@@ -4,7 +4,9 @@ The legs, in milliseconds of the monotonic clock:
 - Response Time (SMTP): start of the TCP connect -> the server's 250 after DATA.
 - Response Time (IMAP): that 250 -> the mailbox check that saw the probe returned.
 - Total: SMTP + IMAP.
-Detailed channels (--channels detailed) split them further; each states its start and end.
+Where TLS was used, `SMTP Certificate` and `IMAP Certificate` give the days until the server's
+verified certificate expires. Detailed channels (--channels detailed) split the legs further;
+each states its start and end.
 """
 
 from __future__ import annotations
@@ -48,8 +50,13 @@ def channels(m: Measurement, channel_set: ChannelSet) -> Tuple[Channel, ...]:
         Channel("Response Time (SMTP)", m.smtp_ms),
         Channel("Response Time (IMAP)", m.imap_ms),
     ]
+    s, r = m.send, m.receive
+    # Days until each verified server certificate expires, where TLS was used: PRTG can alarm
+    # before a certificate lapses (set a lower limit on the channel).
+    for name, days in (("SMTP Certificate", s.certificate_days), ("IMAP Certificate", r.certificate_days)):
+        if days is not None:
+            result.append(Channel(name, days, unit="Custom", custom_unit="days"))
     if channel_set is ChannelSet.DETAILED:
-        s, r = m.send, m.receive
         # SMTP Connect: TCP connect start -> greeting read (implicit TLS handshake included)
         result.append(Channel("SMTP Connect", _ms(s.started_at, s.connected_at)))
         if s.tls_started_at is not None and s.tls_done_at is not None:
@@ -67,9 +74,6 @@ def channels(m: Measurement, channel_set: ChannelSet) -> Tuple[Channel, ...]:
             Channel("IMAP Push Used", 1.0 if r.detection == "IDLE" else 0.0, unit="Custom",
                     is_float=False, custom_unit="IDLE")
         )
-        for name, days in (("SMTP Certificate", s.certificate_days), ("IMAP Certificate", r.certificate_days)):
-            if days is not None:
-                result.append(Channel(name, days, unit="Custom", is_float=True, custom_unit="days"))
     return tuple(result)
 
 

@@ -8,6 +8,7 @@ merely quotes the subject for its own.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +21,35 @@ from .settings import MailSettings
 
 SUBJECT_MARK = "PRTG Roundtrip Mail:"
 MARKER_HEADER = "X-PRTG-Roundtrip"
+_MARKER = re.compile(
+    r"^guid=(?P<guid>[0-9A-F]{8}(?:-[0-9A-F]{4}){3}-[0-9A-F]{12}); sensor=(?P<sensor>[A-Za-z0-9._-]{1,64}); "
+    r"sent=(?P<sent>\d{9,11}(?:\.\d+)?); budget=(?P<budget>\d{1,4})$"
+)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What the X-PRTG-Roundtrip header says: which sensor sent the probe, when, with what budget."""
+
+    guid: str
+    sensor: str
+    sent: float  # Unix time
+    budget: float  # the sending run's --timeout, seconds
+
+    def header(self) -> str:
+        return f"guid={self.guid}; sensor={self.sensor}; sent={self.sent:.3f}; budget={self.budget:.0f}"
+
+
+def parse_marker(value: str) -> Optional[Marker]:
+    """The marker, or None when the header is not exactly what this sensor writes."""
+    match = _MARKER.match(" ".join(value.split()))
+    if not match:
+        return None
+    return Marker(match["guid"], match["sensor"], float(match["sent"]), float(match["budget"]))
+
+
+def probe_message_id(guid: str, domain: str) -> str:
+    return f"<{guid.lower()}.prtg-roundtrip@{domain}>"
 
 
 @dataclass(frozen=True)
@@ -29,6 +59,7 @@ class ProbeMail:
     message_id: str  # with angle brackets
     sender: str
     recipient: str
+    marker: Marker
     data: bytes  # the whole message, CRLF line ends
 
     @property
@@ -37,27 +68,36 @@ class ProbeMail:
         return self.guid
 
 
-def build_probe(mail: MailSettings, sent_at: Optional[datetime] = None, guid: Optional[str] = None) -> ProbeMail:
+def build_probe(
+    mail: MailSettings,
+    sensor: str,
+    budget: float,
+    sent_at: Optional[datetime] = None,
+    guid: Optional[str] = None,
+) -> ProbeMail:
     guid = (guid or str(uuid.uuid4())).upper()
     sent_at = sent_at or datetime.now(timezone.utc)
+    marker = Marker(guid, sensor, round(sent_at.timestamp(), 3), budget)
     subject = f"{SUBJECT_MARK} {{{guid}}}"
     if mail.subject_text:
         subject = f"{mail.subject_text} {subject}"
     domain = mail.sender.rsplit("@", 1)[1]
-    message_id = f"<{guid.lower()}.prtg-roundtrip@{domain}>"
+    message_id = probe_message_id(guid, domain)
 
-    msg = EmailMessage(policy=SMTP)
+    # Unfolded header lines (RFC 5322 allows 998 characters): the marker and subject stay whole.
+    msg = EmailMessage(policy=SMTP.clone(max_line_length=998))
     msg["From"] = mail.sender
     msg["To"] = mail.recipient
     msg["Subject"] = subject
     msg["Date"] = format_datetime(sent_at)
     msg["Message-ID"] = message_id
-    msg[MARKER_HEADER] = f"guid={guid}"
+    msg[MARKER_HEADER] = marker.header()
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to a probe
     msg.set_content(
         "This is a test message of the PRTG SMTP&IMAP round trip sensor (prtg-roundtrip).\n"
         "It measures how long mail takes to arrive and is deleted as soon as it is found.\n"
-        f"Probe {guid}, sent {sent_at.isoformat(timespec='milliseconds')}.\n"
+        f"Probe {guid}, sent {sent_at.isoformat(timespec='milliseconds')}.\n",
+        cte="7bit",
     )
     return ProbeMail(
         guid=guid,
@@ -65,5 +105,6 @@ def build_probe(mail: MailSettings, sent_at: Optional[datetime] = None, guid: Op
         message_id=message_id,
         sender=mail.sender,
         recipient=mail.recipient,
+        marker=marker,
         data=msg.as_bytes(),
     )

@@ -134,6 +134,7 @@ class Settings:
     tls: TlsSettings
     output: OutputSettings
     timeout: float  # the whole run's budget, seconds
+    sensor_id: str  # marks this sensor's probes (PRTG's sensor id, or derived from the settings)
 
     def secrets(self) -> tuple:
         """Every secret value of this run, for redaction."""
@@ -209,6 +210,25 @@ def require(value: Optional[str], option: str, hint: str) -> str:
     return value
 
 
+_SENSOR_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def sensor_id(given: Optional[str], environ: Mapping[str, str], *identity: object) -> str:
+    """--sensor-id, else PRTG's prtg_sensorid, else a stable digest of what the sensor watches."""
+    value = given or environ.get("prtg_sensorid")
+    if value:
+        value = value.strip()
+        if not _SENSOR_ID.match(value):
+            raise ParameterError(
+                f"sensor id {value!r} is not allowed", hint="Use letters, digits, '.', '_' or '-' (PRTG's %sensorid)"
+            )
+        return value
+    import hashlib
+
+    digest = hashlib.sha256("\0".join(str(part) for part in identity).encode("utf-8")).hexdigest()
+    return "cfg-" + digest[:12]
+
+
 def default_smtp_host(environ: Mapping[str, str]) -> Optional[str]:
     """PRTG's %host of the parent device, when placeholders are passed as environment values."""
     return environ.get("prtg_host") or None
@@ -252,6 +272,7 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
         )
 
     tls = TlsSettings(ca_file=_str(v.get("ca_file")), insecure=bool(v.get("insecure")))
+    imap_user = require(_str(v.get("imap_user")), "--imap-user", "Give the IMAP login with --imap-user")
     if tls.ca_file:
         import os.path
 
@@ -274,7 +295,7 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
             port=int(_num(v.get("imap_port") or IMAP_PORTS[imap_tls.implicit])),
             timeout=float(_num(v["imap_timeout"])),
             tls=imap_tls,
-            user=require(_str(v.get("imap_user")), "--imap-user", "Give the IMAP login with --imap-user"),
+            user=imap_user,
             password=require(
                 _str(v.get("imap_password")), "--imap-password", "Give the IMAP password with --imap-password"
             ),
@@ -296,6 +317,9 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
             verbose=bool(v.get("verbose")),
         ),
         timeout=float(_num(v["timeout"])),
+        sensor_id=sensor_id(
+            _str(v.get("sensor_id")), environ, smtp_host, imap_host, imap_user, mailbox, sender, recipient
+        ),
     )
 
 

@@ -12,10 +12,10 @@ import smtplib
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from .deadline import Deadline, now
-from .errors import SmtpError
+from .errors import SendUncertain, SmtpError
 from .probe import ProbeMail
 from .settings import SmtpAuth, SmtpSettings, TlsMode, TlsSettings
 from .tls import (
@@ -53,11 +53,17 @@ class SendResult:
         return self.security != "plain text"
 
 
-class _Recorded:
-    """Routes smtplib's debug output into the transcript, decoded and redacted."""
+class _SMTP(smtplib.SMTP):
+    """smtplib, with its debug output routed into the transcript and the end of DATA timed."""
 
     transcript: Transcript
     _host: str  # smtplib's name for the host it verifies the certificate against
+    payload_sent_at: Optional[float] = None  # the final "." of the message went out
+
+    def send(self, s: Any) -> None:  # str or bytes, as smtplib passes them
+        super().send(s)
+        if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.payload_sent_at = now()
 
     def _print_debug(self, *args: object) -> None:
         if len(args) != 2 or args[0] not in ("send:", "reply:"):
@@ -75,11 +81,7 @@ class _Recorded:
         self.transcript.add("SMTP", ">" if args[0] == "send:" else "<", text)
 
 
-class _SMTP(_Recorded, smtplib.SMTP):
-    pass
-
-
-class _SMTPS(_Recorded, smtplib.SMTP_SSL):
+class _SMTPS(_SMTP, smtplib.SMTP_SSL):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
         _quick_ack(sock)
@@ -105,7 +107,7 @@ class _Session:
         self.deadline = deadline
         self.transcript = transcript
         self.context: Optional[ssl.SSLContext] = make_context(tls) if settings.tls is not TlsMode.OFF else None
-        self.conn: Optional[smtplib.SMTP] = None
+        self.conn: Optional[_SMTP] = None
         self.phase = "connect"
 
     # -- failures -------------------------------------------------------------------------
@@ -214,6 +216,19 @@ class _Session:
         self.phase = "DATA"
         try:
             code, msg = self.conn.data(probe.data)
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            sent_at = getattr(self.conn, "payload_sent_at", None)
+            if sent_at is None:
+                raise
+            cause, _ = describe_network_error(exc, self._timeout())
+            if isinstance(exc, smtplib.SMTPServerDisconnected):
+                cause = "the server closed the connection"
+            raise SendUncertain(
+                f"send uncertain: the whole message was sent, then {cause} before the server "
+                "confirmed it after DATA",
+                server=self.settings.server,
+                sent_at=sent_at,
+            ) from exc
         except smtplib.SMTPDataError as exc:
             raise self.fail(
                 f"DATA refused: {_reply(exc.smtp_code, exc.smtp_error)}", _refusal_hint(exc.smtp_code)

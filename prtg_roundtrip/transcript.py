@@ -53,6 +53,9 @@ class Transcript:
         self._start = time.perf_counter()
         self._lines: List[str] = []
         self._in_auth = False
+        # Lines carry milliseconds since this origin; tools (benchmarks) map them back to the
+        # system-wide monotonic clock with it.
+        self.note("RUN", f"clock origin {self._start:.6f} s (time.perf_counter)")
 
     def add(self, protocol: str, direction: str, text: str) -> None:
         """Record one line; direction is '>' (we sent), '<' (server said) or '*' (a note)."""

@@ -13,7 +13,7 @@ import pytest
 from conftest import check_output
 
 from prtg_roundtrip import cli
-from prtg_roundtrip.probe import build_probe
+from prtg_roundtrip.probe import build_probe, parse_marker
 from prtg_roundtrip.render import render
 from prtg_roundtrip.report import TEXT_LIMIT, Channel, Report, clean_text
 from prtg_roundtrip.settings import MailSettings, OutputFormat
@@ -143,11 +143,12 @@ def test_help_does_not_import_protocol_modules():
 
 def test_probe_subject_follows_prtg_form_and_ids_are_unique():
     mail = MailSettings("a@example.com", "b@example.com", "Custom text")
-    one, two = build_probe(mail), build_probe(mail)
+    one, two = build_probe(mail, "1234", 60), build_probe(mail, "1234", 60)
     assert re.fullmatch(r"Custom text PRTG Roundtrip Mail: \{[0-9A-F]{8}(-[0-9A-F]{4}){3}-[0-9A-F]{12}\}", one.subject)
     assert one.guid != two.guid and one.message_id != two.message_id
     assert one.message_id.startswith("<") and one.message_id.endswith("@example.com>")
-    assert b"\r\nX-PRTG-Roundtrip: guid=" + one.guid.encode() in one.data
+    assert b"\r\nX-PRTG-Roundtrip: guid=" + one.guid.encode() + b"; sensor=1234; sent=" in one.data
+    assert parse_marker(one.marker.header()) == one.marker
     assert b"\r\nDate: " in one.data and b"\r\nMessage-ID: " + one.message_id.encode() in one.data
 
 
@@ -226,3 +227,17 @@ def test_checker_rejects_what_prtg_rejects():
     assert check_output.check("Traceback (most recent call last):")
     assert check_output.check(json.dumps({"prtg": {"error": 1}}))
     assert check_output.check('{"prtg": {"result": [{"channel": "A", "value": 1}]}}') == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "guid=x; sensor=1; sent=1700000000; budget=60",
+        "guid=0A73440D-3B41-423D-967A-9713F3A602E1; sensor=a b; sent=1700000000; budget=60",
+        "guid=0A73440D-3B41-423D-967A-9713F3A602E1; sensor=1; sent=soon; budget=60",
+        "guid=0A73440D-3B41-423D-967A-9713F3A602E1; sensor=1; sent=1700000000; budget=60; extra=1",
+    ],
+)
+def test_only_exact_markers_parse(value):
+    assert parse_marker(value) is None
