@@ -17,13 +17,16 @@ from .errors import ParameterError, RoundTripError
 from .report import Report
 from .settings import (
     ChannelSet,
+    Credentials,
     OutputFormat,
     SearchMethod,
+    Settings,
     SmtpAuth,
     TlsMode,
     WaitMethod,
     build_settings,
 )
+from .transcript import Transcript
 
 MAX_SECONDS = 900  # PRTG's limit for every timeout-like setting
 
@@ -88,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="timeout for the SMTP connection, 1-900 s (default 15)")
     smtp.add_argument("--smtp-auth", choices=_choices(SmtpAuth), default=SmtpAuth.NONE.value)
     smtp.add_argument("--smtp-user", metavar="USER")
-    smtp.add_argument("--smtp-password", metavar="PASSWORD")
+    smtp.add_argument("--smtp-password", metavar="PASSWORD",
+                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER")
+    smtp.add_argument("--smtp-credentials", choices=_choices(Credentials),
+                      help="take user and password from the device's Linux or Windows credentials "
+                      "(prtg_linuxuser/... placeholders as environment values)")
     smtp.add_argument("--smtp-tls", choices=_choices(TlsMode), default=TlsMode.STARTTLS_IF_AVAILABLE.value,
                       help="transport-level security for SMTP (default starttls-if-available)")
 
@@ -98,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     imap.add_argument("--imap-timeout", type=_seconds(1, MAX_SECONDS), default=15.0, metavar="SEC",
                       help="timeout for connecting and for each IMAP command, 1-900 s (default 15)")
     imap.add_argument("--imap-user", metavar="USER")
-    imap.add_argument("--imap-password", metavar="PASSWORD")
+    imap.add_argument("--imap-password", metavar="PASSWORD",
+                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER")
+    imap.add_argument("--imap-credentials", choices=_choices(Credentials),
+                      help="take user and password from the device's Linux or Windows credentials")
     imap.add_argument("--imap-tls", choices=_choices(TlsMode), default=TlsMode.STARTTLS_IF_AVAILABLE.value,
                       help="transport-level security for IMAP (default starttls-if-available)")
     imap.add_argument("--mailbox", default="INBOX", metavar="NAME",
@@ -120,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--format", choices=_choices(OutputFormat), default=OutputFormat.PRTG_XML.value)
     out.add_argument("--channels", choices=_choices(ChannelSet), default=ChannelSet.STANDARD.value,
                      help="standard: PRTG's three channels; detailed: also each phase")
+    out.add_argument("--warning-ms", type=float, metavar="MS",
+                     help="PRTG warning limit on Total (applies when PRTG creates the channel)")
+    out.add_argument("--error-ms", type=float, metavar="MS",
+                     help="PRTG error limit on Total (applies when PRTG creates the channel)")
+    out.add_argument("--store-result", action="store_true",
+                     help="write 'Result of Sensor <ID>.txt' and '.Data.txt' (PRTG's Result Handling)")
+    out.add_argument("--result-dir", metavar="DIR",
+                     help="where --store-result writes (default: PRTG's Logs\\sensors folder)")
     out.add_argument("--timeout", type=_seconds(5, MAX_SECONDS), default=60.0, metavar="SEC",
                      help="budget for the whole run; set it to the sensor's timeout in PRTG (default 60)")
     out.add_argument("--sensor-id", metavar="ID",
@@ -130,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sniff_format(argv: Sequence[str]) -> OutputFormat:
+def _sniff_format(argv: Sequence[str], default: OutputFormat) -> OutputFormat:
     """The requested format, read tolerantly, so even a refused command line gets its document."""
     for i, arg in enumerate(argv):
         value = None
@@ -140,16 +158,42 @@ def _sniff_format(argv: Sequence[str]) -> OutputFormat:
             value = arg.split("=", 1)[1]
         if value in _choices(OutputFormat):
             return OutputFormat(value)
-    return OutputFormat.PRTG_XML
+    return default
 
 
-def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> None:
+STDIN_WAIT_SECONDS = 5.0
+
+
+def _stdin_params(stdin: Optional[IO[bytes]]) -> List[str]:
+    """Script v2 passes the Parameters field on stdin (when stdin is not a terminal)."""
+    stream = stdin if stdin is not None else sys.stdin.buffer
+    try:
+        if stream.isatty():
+            return []
+        if os.name != "nt":  # don't hang on a pipe nobody writes to
+            import select
+
+            if not select.select([stream], [], [], STDIN_WAIT_SECONDS)[0]:
+                return []
+        text = stream.read().decode("utf-8", "replace").strip()
+    except (OSError, ValueError):
+        return []
+    import shlex
+
+    try:
+        return shlex.split(text, posix=os.name != "nt")
+    except ValueError as exc:
+        raise ParameterError(f"the parameters on stdin do not split ({exc})", hint="Check the quotes") from None
+
+
+def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> str:
     from .render import render
 
-    data = render(report, fmt).encode("utf-8")
+    document = render(report, fmt)
     out = stdout if stdout is not None else sys.stdout.buffer
-    out.write(data)
+    out.write(document.encode("utf-8"))  # UTF-8 without BOM, whatever the console's code page
     out.flush()
+    return document
 
 
 def _sniff_secrets(argv: Sequence[str]) -> Tuple[str, ...]:
@@ -179,15 +223,29 @@ def main(
     argv: Optional[Sequence[str]] = None,
     environ: Optional[Mapping[str, str]] = None,
     stdout: Optional[IO[bytes]] = None,
+    stdin: Optional[IO[bytes]] = None,
 ) -> int:
     """Run once; return the process exit code (always 0 for the PRTG formats)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
-    fmt = _sniff_format(argv)
-    secrets = _sniff_secrets(argv)
-    verbose = False
+    if argv[:1] == ["credentials"]:
+        from .credentials import main as credentials_main
+
+        return credentials_main(argv[1:])
+    from .secrets import environment_secrets
+
+    default = OutputFormat.PRTG_XML
+    secrets: Tuple[str, ...] = environment_secrets(environ)
+    verbose, settings, transcript, values = False, None, None, {}
     try:
-        settings = build_settings(vars(build_parser().parse_args(argv)), environ)
+        if not argv:  # Script v2: parameters on stdin, and its format unless told otherwise
+            argv, default = _stdin_params(stdin), OutputFormat.SCRIPT_V2
+        fmt = _sniff_format(argv, default)
+        secrets += _sniff_secrets(argv)
+        parser = build_parser()
+        parser.set_defaults(format=default.value)
+        values = vars(parser.parse_args(argv))
+        settings = build_settings(values, environ)
         secrets += settings.secrets()
         fmt, verbose = settings.output.format, settings.output.verbose
         from .roundtrip import run_round_trip
@@ -210,7 +268,36 @@ def main(
             f"Sensor: internal error ({type(exc).__name__}: {exc}). "
             "Run the sensor by hand with --format text --verbose and report the transcript."
         )
-    _emit(report.redacted(secrets), fmt, stdout)
+    report = report.redacted(secrets)
+    if settings is not None and settings.output.store_result:
+        report = _store_result(report, fmt, settings, values, environ, transcript, secrets)
+    _emit(report, fmt, stdout)
     if fmt.for_prtg:
         return 0
     return 1 if report.error else 0
+
+
+def _store_result(
+    report: Report,
+    fmt: OutputFormat,
+    settings: Settings,
+    values: Mapping[str, object],
+    environ: Mapping[str, str],
+    transcript: Optional[Transcript],
+    secrets: Tuple[str, ...],
+) -> Report:
+    """Write PRTG's result files; say in the text when that is impossible (the run stands)."""
+    from .render import render
+    from .resultfile import default_result_dir, write_result_files
+
+    directory = settings.output.result_dir or default_result_dir(environ)
+    if directory is None:
+        return report.with_note("Result files not written: no PRTG Logs\\sensors folder here; give --result-dir")
+    inputs = sorted(values.items()) + sorted((k, v) for k, v in environ.items() if k.startswith("prtg_"))
+    try:
+        write_result_files(
+            directory, settings.sensor_id, render(report, fmt), inputs, transcript.text() if transcript else "", secrets
+        )
+    except OSError as exc:
+        return report.with_note(f"Result files not written to {directory}: {exc.strerror}")
+    return report

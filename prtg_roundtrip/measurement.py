@@ -12,11 +12,11 @@ each states its start and end.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 from .imap_wait import ReceiveResult
 from .report import Channel, Report
-from .settings import ChannelSet
+from .settings import ChannelSet, OutputSettings
 from .smtp_send import SendResult
 
 
@@ -44,35 +44,56 @@ def _ms(start: float, end: float) -> float:
     return max(0.0, (end - start) * 1000.0)
 
 
-def channels(m: Measurement, channel_set: ChannelSet) -> Tuple[Channel, ...]:
+# Script v2 identifies channels by number: these never change from run to run.
+CHANNEL_IDS = {
+    "Total": 10,
+    "Response Time (SMTP)": 11,
+    "Response Time (IMAP)": 12,
+    "SMTP Certificate": 13,
+    "IMAP Certificate": 14,
+    "SMTP Connect": 20,
+    "SMTP TLS Handshake": 21,
+    "SMTP Auth": 22,
+    "SMTP Submit": 23,
+    "IMAP Connect and Login": 24,
+    "IMAP Checks": 25,
+    "IMAP Push Used": 26,
+}
+
+
+def _channel(name: str, value: float, **kwargs: Any) -> Channel:
+    return Channel(name, value, CHANNEL_IDS[name], **kwargs)
+
+
+def channels(m: Measurement, output: OutputSettings) -> Tuple[Channel, ...]:
     result: List[Channel] = [
-        Channel("Total", m.total_ms),
-        Channel("Response Time (SMTP)", m.smtp_ms),
-        Channel("Response Time (IMAP)", m.imap_ms),
+        _channel("Total", m.total_ms, limit_max_warning=output.warning_ms, limit_max_error=output.error_ms),
+        _channel("Response Time (SMTP)", m.smtp_ms),
+        _channel("Response Time (IMAP)", m.imap_ms),
     ]
     s, r = m.send, m.receive
     # Days until each verified server certificate expires, where TLS was used: PRTG can alarm
     # before a certificate lapses (set a lower limit on the channel).
     for name, days in (("SMTP Certificate", s.certificate_days), ("IMAP Certificate", r.certificate_days)):
         if days is not None:
-            result.append(Channel(name, days, unit="Custom", custom_unit="days"))
-    if channel_set is ChannelSet.DETAILED:
+            result.append(_channel(name, days, unit="Custom", custom_unit="days"))
+    if output.channels is ChannelSet.DETAILED:
         # SMTP Connect: TCP connect start -> greeting read (implicit TLS handshake included)
-        result.append(Channel("SMTP Connect", _ms(s.started_at, s.connected_at)))
+        result.append(_channel("SMTP Connect", _ms(s.started_at, s.connected_at)))
         if s.tls_started_at is not None and s.tls_done_at is not None:
             # STARTTLS sent -> handshake done and EHLO answered again
-            result.append(Channel("SMTP TLS Handshake", _ms(s.tls_started_at, s.tls_done_at)))
+            result.append(_channel("SMTP TLS Handshake", _ms(s.tls_started_at, s.tls_done_at)))
         if s.auth_started_at is not None and s.authenticated_at is not None:
             # AUTH sent -> 235 received
-            result.append(Channel("SMTP Auth", _ms(s.auth_started_at, s.authenticated_at)))
+            result.append(_channel("SMTP Auth", _ms(s.auth_started_at, s.authenticated_at)))
         # MAIL FROM sent -> 250 after DATA
-        result.append(Channel("SMTP Submit", _ms(s.ready_at, s.accepted_at)))
+        result.append(_channel("SMTP Submit", _ms(s.ready_at, s.accepted_at)))
         # IMAP TCP connect start -> mailbox selected (TLS and LOGIN included); before the send
-        result.append(Channel("IMAP Connect and Login", _ms(r.connect_started_at, r.logged_in_at)))
-        result.append(Channel("IMAP Checks", float(r.checks), unit="Count", is_float=False))
+        result.append(_channel("IMAP Connect and Login", _ms(r.connect_started_at, r.logged_in_at)))
+        result.append(_channel("IMAP Checks", float(r.checks), unit="Count", is_float=False))
         result.append(
-            Channel("IMAP Push Used", 1.0 if r.detection == "IDLE" else 0.0, unit="Custom",
-                    is_float=False, custom_unit="IDLE")
+            _channel("IMAP Push Used", 1.0 if r.detection == "IDLE" else 0.0, unit="Custom",
+                     is_float=False, custom_unit="IDLE")
         )
     return tuple(result)
 
@@ -105,7 +126,18 @@ def summary(m: Measurement) -> Tuple[str, bool]:
     return text, warning
 
 
-def evaluate(m: Measurement, channel_set: ChannelSet) -> Report:
-    text, warning = summary(m)
-    return Report.success(channels(m, channel_set), text, warning=warning)
+def limit_state(total_ms: float, output: OutputSettings) -> str:
+    if output.error_ms is not None and total_ms > output.error_ms:
+        return "error"
+    if output.warning_ms is not None and total_ms > output.warning_ms:
+        return "warning"
+    return "ok"
 
+
+def evaluate(m: Measurement, output: OutputSettings) -> Report:
+    text, warning = summary(m)
+    limit = limit_state(m.total_ms, output)
+    if limit != "ok":
+        bound = output.error_ms if limit == "error" else output.warning_ms
+        text = f"Total above the {limit} limit of {bound:g} ms. {text}"
+    return Report.success(channels(m, output), text, warning=warning, limit=limit)

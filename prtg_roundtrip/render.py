@@ -14,6 +14,7 @@ TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates"
 _FILES = {
     OutputFormat.PRTG_XML: "prtg.xml.j2",
     OutputFormat.PRTG_JSON: "prtg.json.j2",
+    OutputFormat.SCRIPT_V2: "script_v2.json.j2",
     OutputFormat.TEXT: "text.txt.j2",
 }
 

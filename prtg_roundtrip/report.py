@@ -19,6 +19,7 @@ class Channel:
 
     name: str
     value: float
+    id: int  # Script v2 channel id: stable from run to run, 10 and up
     unit: str = "TimeResponse"  # milliseconds in PRTG
     is_float: bool = True
     custom_unit: Optional[str] = None
@@ -36,6 +37,18 @@ class Channel:
     def has_limits(self) -> bool:
         return self.limit_max_warning is not None or self.limit_max_error is not None
 
+    @property
+    def v2_type(self) -> str:
+        return "float" if self.is_float else "integer"
+
+    @property
+    def v2_kind(self) -> str:
+        return "time_milliseconds" if self.unit == "TimeResponse" else "count"
+
+    @property
+    def v2_value(self) -> str:
+        return self.value_text if self.is_float else str(round(self.value))
+
 
 @dataclass(frozen=True)
 class Report:
@@ -45,17 +58,28 @@ class Report:
     channels: Tuple[Channel, ...] = field(default=())
     error: bool = False
     warning: bool = False  # success, but something needs the administrator's attention
+    limit: str = "ok"  # where Total stands against --warning-ms/--error-ms: ok, warning, error
+
+    @property
+    def status(self) -> str:
+        """Script v2's status, which carries no channel limits of its own."""
+        if self.error or self.limit == "error":
+            return "error"
+        return "warning" if self.warning or self.limit == "warning" else "ok"
 
     @classmethod
     def failure(cls, text: str) -> Report:
         return cls(text=clean_text(text), error=True)
 
     @classmethod
-    def success(cls, channels: Tuple[Channel, ...], text: str, warning: bool = False) -> Report:
-        names = [c.name for c in channels]
-        if len(set(names)) != len(names) or len(names) > MAX_CHANNELS:
-            raise ValueError(f"channel names must be unique and at most {MAX_CHANNELS}: {names}")
-        return cls(text=clean_text(text), channels=tuple(channels), warning=warning)
+    def success(cls, channels: Tuple[Channel, ...], text: str, warning: bool = False, limit: str = "ok") -> Report:
+        names, ids = [c.name for c in channels], [c.id for c in channels]
+        if len(set(names)) != len(names) or len(set(ids)) != len(ids) or len(names) > MAX_CHANNELS:
+            raise ValueError(f"channel names and ids must be unique, at most {MAX_CHANNELS}: {names}")
+        return cls(text=clean_text(text), channels=tuple(channels), warning=warning, limit=limit)
+
+    def with_note(self, note: str) -> Report:
+        return replace(self, text=clean_text(f"{self.text} {note}."))
 
     def redacted(self, secrets: Tuple[str, ...]) -> Report:
         from .transcript import redact

@@ -48,7 +48,7 @@ def run_round_trip(settings: Settings, transcript: Transcript) -> Report:
         search="server search" if settings.imap.search is SearchMethod.SERVER else "local search",
         notes=tuple(notes),
     )
-    return evaluate(measurement, settings.output.channels)
+    return evaluate(measurement, settings.output)
 
 
 def budget_notes(settings: Settings) -> List[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 from .errors import ParameterError
 
@@ -55,13 +55,21 @@ class WaitMethod(str, Enum):
 
 
 class OutputFormat(str, Enum):
-    PRTG_XML = "prtg-xml"
-    PRTG_JSON = "prtg-json"
-    TEXT = "text"
+    PRTG_XML = "prtg-xml"  # EXE/Script Advanced
+    PRTG_JSON = "prtg-json"  # EXE/Script Advanced, Python Script Advanced
+    SCRIPT_V2 = "script-v2"  # Script v2 (PRTG 23+, the Linux multi-platform probe)
+    TEXT = "text"  # a person at a console
 
     @property
     def for_prtg(self) -> bool:
         return self is not OutputFormat.TEXT
+
+
+class Credentials(str, Enum):
+    """The parent device's credentials that PRTG passes as environment values."""
+
+    LINUX = "linux"
+    WINDOWS = "windows"
 
 
 class ChannelSet(str, Enum):
@@ -124,6 +132,10 @@ class OutputSettings:
     format: OutputFormat = OutputFormat.PRTG_XML
     channels: ChannelSet = ChannelSet.STANDARD
     verbose: bool = False
+    warning_ms: Optional[float] = None  # limits on Total
+    error_ms: Optional[float] = None
+    store_result: bool = False  # PRTG's "Result Handling: Store result"
+    result_dir: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -257,8 +269,7 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
         )
 
     auth = SmtpAuth(v["smtp_auth"])
-    smtp_user = _str(v.get("smtp_user"))
-    smtp_password = _str(v.get("smtp_password"))
+    smtp_user, smtp_password = _login(v, "smtp", environ)
     if auth is SmtpAuth.PASSWORD:
         smtp_user = require(smtp_user, "--smtp-user", "SMTP authentication needs a user name")
         smtp_password = require(smtp_password, "--smtp-password", "SMTP authentication needs a password")
@@ -272,7 +283,16 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
         )
 
     tls = TlsSettings(ca_file=_str(v.get("ca_file")), insecure=bool(v.get("insecure")))
-    imap_user = require(_str(v.get("imap_user")), "--imap-user", "Give the IMAP login with --imap-user")
+    imap_user, imap_password = _login(v, "imap", environ)
+    imap_user = require(imap_user, "--imap-user", "Give the IMAP login with --imap-user or --imap-credentials")
+    imap_password = require(
+        imap_password, "--imap-password", "Give the IMAP password with --imap-password or --imap-credentials"
+    )
+    warning_ms, error_ms = _positive(v.get("warning_ms")), _positive(v.get("error_ms"))
+    if warning_ms is not None and error_ms is not None and warning_ms >= error_ms:
+        raise ParameterError(
+            f"--warning-ms {warning_ms:g} is not below --error-ms {error_ms:g}", hint="The warning limit comes first"
+        )
     if tls.ca_file:
         import os.path
 
@@ -296,9 +316,7 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
             timeout=float(_num(v["imap_timeout"])),
             tls=imap_tls,
             user=imap_user,
-            password=require(
-                _str(v.get("imap_password")), "--imap-password", "Give the IMAP password with --imap-password"
-            ),
+            password=imap_password,
             mailbox=mailbox,
             search=SearchMethod(v["search"]),
             wait=WaitMethod(v["wait"]),
@@ -315,12 +333,38 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
             format=OutputFormat(v["format"]),
             channels=ChannelSet(v["channels"]),
             verbose=bool(v.get("verbose")),
+            warning_ms=warning_ms,
+            error_ms=error_ms,
+            store_result=bool(v.get("store_result")),
+            result_dir=_str(v.get("result_dir")),
         ),
         timeout=float(_num(v["timeout"])),
         sensor_id=sensor_id(
             _str(v.get("sensor_id")), environ, smtp_host, imap_host, imap_user, mailbox, sender, recipient
         ),
     )
+
+
+def _login(v: Mapping[str, object], leg: str, environ: Mapping[str, str]) -> Tuple[Optional[str], Optional[str]]:
+    """User and password of one leg: explicit options first, then the device's credentials;
+    a password reference (env:, file:, keyring:) is resolved here, before any connection."""
+    from .secrets import device_credentials, resolve
+
+    user, password = _str(v.get(f"{leg}_user")), _str(v.get(f"{leg}_password"))
+    kind = v.get(f"{leg}_credentials")
+    if kind:
+        device_user, device_password = device_credentials(str(kind), environ, f"--{leg}-credentials")
+        user, password = user or device_user, password or device_password
+    return user, resolve(password, f"--{leg}-password", environ)
+
+
+def _positive(value: object) -> Optional[float]:
+    if value is None:
+        return None
+    number = float(_num(value))
+    if not number > 0:
+        raise ParameterError(f"limit {number:g} ms is not positive", hint="Give milliseconds above 0")
+    return number
 
 
 def _str(value: object) -> Optional[str]:

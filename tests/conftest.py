@@ -53,20 +53,26 @@ class SensorRun:
         return str(self.doc.text or "")
 
 
-def run_sensor(args: List[str], env: Optional[Dict[str, str]] = None, timeout: float = 120) -> SensorRun:
-    """Run `python -m prtg_roundtrip ARGS` as PRTG would; the document must pass the checker."""
+def run_sensor(args: List[str], env: Optional[Dict[str, str]] = None, timeout: float = 120,
+               stdin: Optional[bytes] = None, fmt: Optional[str] = None) -> SensorRun:
+    """Run `python -m prtg_roundtrip ARGS` as PRTG would; the document must pass the checker.
+
+    stdin: what the process reads (Script v2 passes its parameters there); None gives it an
+    empty, closed stdin like a service has.
+    """
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("prtg_")}
     full_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-m", "prtg_roundtrip", *args],
         capture_output=True,
+        input=stdin if stdin is not None else b"",
         env=full_env,
         cwd=str(ROOT),
         timeout=timeout,
         check=False,
     )
     stdout = proc.stdout.decode("utf-8")
-    fmt = "prtg-json" if "prtg-json" in args else "prtg-xml"
+    fmt = fmt or next((f for f in ("prtg-json", "script-v2") if f in args), "prtg-xml")
     problems = check_output.check(stdout, fmt)
     assert not problems, f"document rejected by the checker: {problems}\n{stdout}"
     assert "Traceback" not in stdout

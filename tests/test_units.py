@@ -190,7 +190,7 @@ def test_clean_text_is_one_line_within_prtg_limit():
     assert "\n" not in text and "\x00" not in text and len(text) <= TEXT_LIMIT
 
 
-@pytest.mark.parametrize("fmt", [OutputFormat.PRTG_XML, OutputFormat.PRTG_JSON])
+@pytest.mark.parametrize("fmt", [OutputFormat.PRTG_XML, OutputFormat.PRTG_JSON, OutputFormat.SCRIPT_V2])
 def test_rendered_documents_escape_hostile_text_and_use_dot_decimals(fmt, monkeypatch):
     import locale
 
@@ -199,24 +199,29 @@ def test_rendered_documents_escape_hostile_text_and_use_dot_decimals(fmt, monkey
     except locale.Error:
         pass
     hostile = 'a <b> & "c" \'d\' ]]> {"prtg": 1} \u00fc\u20ac'
-    report = Report.success((Channel("Total", 1234.5678), Channel("Response Time (SMTP)", 0.25)), hostile)
+    report = Report.success((Channel("Total", 1234.5678, 10), Channel("Response Time (SMTP)", 0.25, 11)), hostile)
     doc = check_output.parse(render(report, fmt), fmt.value)
     locale.setlocale(locale.LC_ALL, "C")
     assert doc.text == hostile
     assert doc.channel_names == ["Total", "Response Time (SMTP)"]
     assert doc.value("Total") == pytest.approx(1234.568)
-    assert doc.channel("Total")["float"] == "1"
+    if fmt is not OutputFormat.SCRIPT_V2:
+        assert doc.channel("Total")["float"] == "1"
+    else:
+        assert doc.channel("Total")["type"] == "float" and doc.channel("Total")["kind"] == "time_milliseconds"
 
 
-@pytest.mark.parametrize("fmt", [OutputFormat.PRTG_XML, OutputFormat.PRTG_JSON])
+@pytest.mark.parametrize("fmt", [OutputFormat.PRTG_XML, OutputFormat.PRTG_JSON, OutputFormat.SCRIPT_V2])
 def test_error_document(fmt):
     doc = check_output.parse(render(Report.failure("SMTP send (x:25): connection refused."), fmt), fmt.value)
     assert doc.error and doc.results == [] and doc.text == "SMTP send (x:25): connection refused."
 
 
-def test_duplicate_channel_names_are_a_programming_error():
+def test_duplicate_channel_names_or_ids_are_a_programming_error():
     with pytest.raises(ValueError):
-        Report.success((Channel("Total", 1), Channel("Total", 2)), "x")
+        Report.success((Channel("Total", 1, 10), Channel("Total", 2, 11)), "x")
+    with pytest.raises(ValueError):
+        Report.success((Channel("Total", 1, 10), Channel("Other", 2, 10)), "x")
 
 
 def test_checker_rejects_what_prtg_rejects():
@@ -241,3 +246,18 @@ def test_checker_rejects_what_prtg_rejects():
 )
 def test_only_exact_markers_parse(value):
     assert parse_marker(value) is None
+
+
+def test_checker_knows_script_v2_rules():
+    ok = {"version": 2, "status": "ok", "message": "m",
+          "channels": [{"id": 10, "name": "Total", "type": "float", "kind": "time_milliseconds", "value": 1.5}]}
+    assert check_output.check(json.dumps(ok), "script-v2") == []
+    for broken in (
+        {**ok, "version": 1},
+        {**ok, "status": "fine"},
+        {**ok, "channels": [{**ok["channels"][0], "id": 9}]},
+        {**ok, "channels": [ok["channels"][0], {**ok["channels"][0], "name": "Other"}]},
+        {**ok, "channels": [{**ok["channels"][0], "type": "integer"}]},
+        {**ok, "message": "x" * 2001},
+    ):
+        assert check_output.check(json.dumps(broken), "script-v2"), broken

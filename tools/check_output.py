@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Will PRTG accept this document? Reads one sensor output (a file or stdin) and says why not.
 
-    python3 tools/check_output.py [FILE|-] [--format auto|prtg-xml|prtg-json]
+    python3 tools/check_output.py [FILE|-] [--format auto|prtg-xml|prtg-json|script-v2]
 
-Exit 0 and "OK: ..." when the document follows PRTG's rules for EXE/Script Advanced sensors
-(../shared/reference/prtg-custom-sensors.md); exit 1 and one line per problem otherwise. XML is
-parsed with defusedxml. The test suite runs every document it produces through `check()`.
+Exit 0 and "OK: ..." when the document follows PRTG's rules for EXE/Script Advanced (XML,
+JSON), Python Script Advanced (JSON) and Script v2 sensors (../shared/reference/
+prtg-custom-sensors.md); exit 1 and one line per problem otherwise: no BOM, nothing around the
+document, a text within 2,000 characters, at most 50 channels with unique names (and, for
+Script v2, unique ids from 10 up), numbers with '.' decimals, known units, float=1 for
+fractional values, and an error needs a text. XML is parsed with defusedxml. The test suite
+runs every document it produces through `check()`.
 """
 
 from __future__ import annotations
@@ -101,6 +105,61 @@ def _parse_json(text: str, problems: List[str]) -> Optional[Document]:
                     str(prtg.get("warning", 0)) == "1")
 
 
+V2_STATUS = ("ok", "warning", "error")
+V2_TYPES = ("integer", "float")
+
+
+def _parse_v2(text: str, problems: List[str]) -> Optional[Document]:
+    """Script v2: {"version": 2, "status": ..., "message": ..., "channels": [{id, name, type, kind, value}]}."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        problems.append(f"JSON does not parse: {exc}")
+        return None
+    if not isinstance(data, dict) or data.get("version") != 2:
+        problems.append('Script v2 needs an object with "version": 2')
+        return None
+    status = data.get("status")
+    if status not in V2_STATUS:
+        problems.append(f"status {status!r} is not one of {V2_STATUS}")
+    message = data.get("message", "")
+    if not isinstance(message, str):
+        problems.append("message must be a string")
+        message = str(message)
+    unknown = set(data) - {"version", "status", "message", "channels"}
+    if unknown:
+        problems.append(f"unknown keys: {sorted(unknown)}")
+    channels = data.get("channels", [])
+    if not isinstance(channels, list) or not all(isinstance(c, dict) for c in channels):
+        problems.append('"channels" must be a list of objects')
+        channels = []
+    if len(channels) > MAX_CHANNELS:
+        problems.append(f"{len(channels)} channels; PRTG takes at most {MAX_CHANNELS}")
+    ids = [c.get("id") for c in channels]
+    names = [c.get("name") for c in channels]
+    if len(set(map(str, ids))) != len(ids) or len(set(map(str, names))) != len(names):
+        problems.append(f"channel ids and names must be unique: {ids} {names}")
+    results = []
+    for c in channels:
+        cid, name, kind, value = c.get("id"), c.get("name"), c.get("kind"), c.get("value")
+        if not isinstance(cid, int) or isinstance(cid, bool) or not 10 <= cid <= 2_147_483_647:
+            problems.append(f"{name}: id {cid!r} is not an integer from 10 up")
+        if not isinstance(name, str) or not name:
+            problems.append(f"channel {cid}: no name")
+        if c.get("type") not in V2_TYPES:
+            problems.append(f"{name}: type {c.get('type')!r} is not one of {V2_TYPES}")
+        if not isinstance(kind, str) or not kind:
+            problems.append(f"{name}: no kind")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            problems.append(f"{name}: value {value!r} is not a number")
+        elif c.get("type") == "integer" and not isinstance(value, int):
+            problems.append(f"{name}: an integer channel with value {value!r}")
+        results.append({"channel": name, "value": json.dumps(value), "kind": kind, "id": cid, "type": c.get("type")})
+    if status == "error" and not message:
+        problems.append("an error status needs a message that says what failed")
+    return Document("script-v2", status == "error", message, results, status == "warning")
+
+
 def _check_results(doc: Document, problems: List[str]) -> None:
     if doc.error:
         if not doc.text:
@@ -138,10 +197,12 @@ def parse(text: str, fmt: str = "auto") -> Document:
         text = text[1:]
     stripped = text.strip()
     if fmt == "auto":
-        fmt = "prtg-xml" if stripped.startswith("<") else "prtg-json"
-    doc = _parse_xml(stripped, problems) if fmt == "prtg-xml" else _parse_json(stripped, problems)
-    if doc is not None:
+        fmt = "prtg-xml" if stripped.startswith("<") else "script-v2" if '"version"' in stripped else "prtg-json"
+    parsers = {"prtg-xml": _parse_xml, "prtg-json": _parse_json, "script-v2": _parse_v2}
+    doc = parsers[fmt](stripped, problems)
+    if doc is not None and fmt != "script-v2":
         _check_results(doc, problems)
+    if doc is not None:
         if doc.text is not None and len(doc.text) > TEXT_LIMIT:
             problems.append(f"text has {len(doc.text)} characters; PRTG cuts at {TEXT_LIMIT}")
     if problems or doc is None:
@@ -161,7 +222,7 @@ def check(text: str, fmt: str = "auto") -> List[str]:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file", nargs="?", default="-")
-    ap.add_argument("--format", default="auto", choices=["auto", "prtg-xml", "prtg-json"])
+    ap.add_argument("--format", default="auto", choices=["auto", "prtg-xml", "prtg-json", "script-v2"])
     args = ap.parse_args(argv)
     if args.file == "-":
         text = sys.stdin.buffer.read().decode("utf-8", "replace")

@@ -1,0 +1,106 @@
+"""Where passwords come from, so that none has to be typed into PRTG's Parameters field.
+
+A password option takes a value or a reference:
+- `env:NAME`            the environment variable NAME
+- `file:PATH`           the first line of a file (readable only by the probe's account)
+- `keyring:SERVICE/USER` the system credential store (Windows Credential Manager, Secret Service)
+- `literal:TEXT`        TEXT itself, for a password that starts with one of these prefixes
+`--imap-credentials` / `--smtp-credentials linux|windows` take user and password from the
+parent device's credentials, which PRTG passes as prtg_linuxuser/prtg_linuxpassword or
+prtg_windowsuser/prtg_windowspassword (with "Set placeholders as environment values").
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Tuple
+
+from .errors import ParameterError
+
+PREFIXES = ("env:", "file:", "keyring:", "literal:")
+
+
+def resolve(value: Optional[str], option: str, environ: Mapping[str, str]) -> Optional[str]:
+    """The password a value or reference stands for; ParameterError if the reference is empty."""
+    if value is None:
+        return None
+    if value.startswith("literal:"):
+        return value[len("literal:"):]
+    if value.startswith("env:"):
+        name = value[len("env:"):]
+        secret = environ.get(name)
+        if not secret:
+            raise ParameterError(
+                f"{option} env:{name}: the environment variable is not set or empty",
+                hint="Set it for the account the probe service runs as, or use file: or keyring:",
+            )
+        return secret
+    if value.startswith("file:"):
+        path = value[len("file:"):]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                secret = handle.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise ParameterError(
+                f"{option} file:{path} cannot be read ({exc.strerror})",
+                hint="Give a file the probe's account (LocalSystem on Windows) may read",
+            ) from None
+        if not secret:
+            raise ParameterError(f"{option} file:{path} is empty", hint="Write the password on its first line")
+        return secret
+    if value.startswith("keyring:"):
+        service, user = split_keyring_reference(value[len("keyring:"):], option)
+        return _from_keyring(service, user, option)
+    return value
+
+
+def split_keyring_reference(reference: str, option: str) -> Tuple[str, str]:
+    service, _, user = reference.rpartition("/")
+    if not service or not user:
+        raise ParameterError(
+            f"{option} keyring:{reference} is not SERVICE/USER", hint="Write it as keyring:prtg-roundtrip/imap-user"
+        )
+    return service, user
+
+
+def _from_keyring(service: str, user: str, option: str) -> str:
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+    except ImportError:  # pragma: no cover - keyring is a dependency
+        raise ParameterError(f"{option}: the keyring package is not installed", hint="pip install keyring") from None
+    try:
+        secret = keyring.get_password(service, user)
+    except KeyringError as exc:
+        raise ParameterError(
+            f"{option} keyring:{service}/{user}: the credential store is not usable ({exc})",
+            hint="See the README on keyring backends and the LocalSystem account",
+        ) from None
+    if not secret:
+        raise ParameterError(
+            f"{option} keyring:{service}/{user} is not stored for this account",
+            hint="Store it with 'prtg-roundtrip credentials set' run as the probe's account "
+            "(LocalSystem on Windows: see the README)",
+        )
+    return secret
+
+
+def device_credentials(kind: str, environ: Mapping[str, str], option: str) -> Tuple[str, str]:
+    """(user, password) of the parent device's Linux or Windows credentials from PRTG's environment."""
+    user = environ.get(f"prtg_{kind}user", "")
+    password = environ.get(f"prtg_{kind}password", "")
+    if not user or not password:
+        raise ParameterError(
+            f"{option} {kind}: prtg_{kind}user/prtg_{kind}password are not set",
+            hint=f"Enter the {kind.capitalize()} credentials on the device and set the sensor's Environment "
+            "to 'Set placeholders as environment values'",
+        )
+    domain = environ.get("prtg_windowsdomain", "") if kind == "windows" else ""
+    if domain and "@" not in user and "\\" not in user:
+        user = f"{domain}\\{user}"
+    return user, password
+
+
+
+def environment_secrets(environ: Mapping[str, str]) -> Tuple[str, ...]:
+    """PRTG's password placeholders: never echoed, whether this run used them or not."""
+    return tuple(v for k, v in environ.items() if k.startswith("prtg_") and k.endswith("password") and v)

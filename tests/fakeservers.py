@@ -1,0 +1,543 @@
+"""Mail servers that misbehave on purpose, for tests/test_faults.py.
+
+Real servers (tools/mailstack.py) produce the faults they can: a refused port, a wrong password,
+an unknown recipient. These scripted fakes produce the rest: a server that accepts and says
+nothing, stops after its banner, after AUTH or after the message, drops the connection in the
+middle of a command, answers garbage or a chosen 4xx/5xx, stalls in IDLE, loses its mailbox;
+a TLS server with a bad certificate or an old protocol; a port whose connect() never completes.
+
+Every server listens on 127.0.0.1 on a port the kernel picks, serves each connection in a
+thread of its own, and stops itself after `lifetime` seconds if nobody stops it first (the tests'
+fixtures stop it at teardown). It behaves normally unless a `Fault` says otherwise:
+
+    FakeSmtpServer()                                   # accepts every message and discards it
+    FakeSmtpServer(Fault("stall", at="end-of-data"))   # takes the message, never answers
+    FakeSmtpServer(Fault("reply", at="RCPT", reply="450 4.2.0 Mailbox busy"))
+    FakeImapServer(Fault("bye", at="NOOP", reply="Selected mailbox was deleted", after=2))
+    FakeImapServer(tls=server_context(cert, key))      # IMAPS with that certificate
+
+Stdlib only, so it runs wherever the tests run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Dict, List, Optional, Tuple, Union
+
+HOST = "127.0.0.1"
+LIFETIME = 60.0  # seconds a server lives at most
+POLL = 0.1  # how often blocked threads look at the stop flag
+HANDSHAKE_TIMEOUT = 5.0
+GARBAGE = b"xyzzy plugh \xfe\xff 42\r\n"  # no digits up front, no protocol words, not UTF-8
+# A TLS record: alert, TLS 1.2, length 2, level fatal (2), handshake_failure (40).
+TLS_HANDSHAKE_FAILURE_ALERT = bytes([21, 3, 3, 0, 2, 2, 40])
+TRICKLE_GAP = 0.2  # seconds between two bytes of a trickled reply: far below any read timeout
+
+ACTIONS = {
+    "stall": "say nothing from here on; keep the connection open until the client gives up",
+    "drop": "send `reply` (may be empty or a partial answer), then close the connection",
+    "garbage": "answer this and every later line with `reply` or GARBAGE",
+    "reply": "answer this command with `reply` instead (IMAP: as the tagged completion)",
+    "bye": "IMAP: send '* BYE <reply>' and close, as a server whose mailbox was deleted does",
+    "trickle": "send an endless reply one byte at a time, never finishing a line",
+    "tls-alert": "at connect: read the ClientHello, answer with a fatal handshake_failure alert",
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What goes wrong, and when.
+
+    `at` is "connect" (before anything is said, TLS included), a command verb as the client
+    sends it, upper case and without IMAP's UID prefix ("EHLO", "AUTH", "MAIL", "RCPT", "DATA",
+    "CAPABILITY", "LOGIN", "SELECT", "NOOP", "SEARCH", "IDLE"), "end-of-data" (SMTP: after the
+    final ".") or "DONE" (IMAP: the client ends IDLE). The first `after` times the point is
+    reached it is served normally.
+    """
+
+    action: str
+    at: str
+    reply: str = ""
+    after: int = 0
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown fault action {self.action!r}; one of {sorted(ACTIONS)}")
+
+
+class _Closed(Exception):
+    """The client went away, or the server is stopping: end this session."""
+
+
+def _bytes(data: Union[str, bytes]) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else data
+
+
+class Connection:
+    """One accepted connection: line reading and sending that notice the stop flag."""
+
+    def __init__(self, sock: socket.socket, stopping: threading.Event):
+        self.sock = sock
+        self.stopping = stopping
+        self._buffer = b""
+        sock.settimeout(POLL)
+
+    def _recv(self) -> bytes:
+        while True:
+            if self.stopping.is_set():
+                raise _Closed
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                raise _Closed from None
+            if not data:
+                raise _Closed
+            return data
+
+    def readline(self) -> bytes:
+        """The next line without its CRLF."""
+        while b"\n" not in self._buffer:
+            if len(self._buffer) > 1 << 20:
+                raise _Closed
+            self._buffer += self._recv()
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.rstrip(b"\r")
+
+    def read_some(self) -> bytes:
+        if self._buffer:
+            data, self._buffer = self._buffer, b""
+            return data
+        return self._recv()
+
+    def send(self, data: Union[str, bytes]) -> None:
+        try:
+            self.sock.sendall(_bytes(data))
+        except OSError:
+            raise _Closed from None
+
+    def hold(self) -> None:
+        """Say nothing until the client gives up or the server stops: a stalled server."""
+        while True:
+            self._recv()  # read and ignore; raises _Closed at the end
+
+    def trickle(self, data: bytes) -> None:
+        """Send `data` over and over, one byte every TRICKLE_GAP seconds, until stopped."""
+        for byte in itertools.cycle(data):
+            if self.stopping.wait(TRICKLE_GAP):
+                raise _Closed
+            self.send(bytes([byte]))
+
+
+class ScriptedServer:
+    """A threaded server on 127.0.0.1:<free port>; subclasses speak the protocol (`converse`)."""
+
+    name = "scripted server"
+    trickle_text = b"* slow "
+
+    def __init__(self, fault: Optional[Fault] = None, *, tls: Optional[ssl.SSLContext] = None,
+                 lifetime: float = LIFETIME):
+        self.fault = fault
+        self.tls = tls
+        self.received: List[str] = []  # command lines in order (credentials masked)
+        self._counts: Dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: List[socket.socket] = []
+        self._expires = time.monotonic() + lifetime
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind((HOST, 0))
+        self._listener.listen(16)
+        self._listener.settimeout(POLL)
+        self.host: str = HOST
+        self.port: int = self._listener.getsockname()[1]
+        self._acceptor = threading.Thread(target=self._accept_loop, name=f"{self.name} :{self.port}", daemon=True)
+        self._acceptor.start()
+
+    def __repr__(self) -> str:
+        return f"<{self.name} {self.host}:{self.port} fault={self.fault}>"
+
+    def __enter__(self) -> ScriptedServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- life cycle -----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Close the listener and every connection; idempotent."""
+        self._stopping.set()
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        if threading.current_thread() is not self._acceptor:
+            self._acceptor.join(2.0)
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set() and time.monotonic() < self._expires:
+            try:
+                sock, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            self._track(sock)
+            threading.Thread(target=self._session, args=(sock,), daemon=True).start()
+        self.stop()  # lifetime over, or stopped: end every session too
+
+    def _track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+        if self._stopping.is_set():
+            sock.close()
+
+    def _session(self, sock: socket.socket) -> None:
+        current = sock
+        try:
+            conn = Connection(sock, self._stopping)
+            fault = self.due("connect")
+            if fault is not None:
+                self.misbehave(conn, fault)
+                return
+            if self.tls is not None:
+                sock.settimeout(HANDSHAKE_TIMEOUT)
+                current = self.tls.wrap_socket(sock, server_side=True)  # the handshake
+                self._track(current)
+                conn = Connection(current, self._stopping)
+            self.converse(conn)
+        except (_Closed, OSError):  # ssl.SSLError too: a client that refused our certificate
+            pass
+        finally:
+            current.close()
+
+    # -- scripting ------------------------------------------------------------------------
+    def due(self, point: str) -> Optional[Fault]:
+        """The fault to play at `point` now, if any (counts how often the point was reached)."""
+        fault = self.fault
+        if fault is None or fault.at != point:
+            return None
+        with self._lock:
+            seen = self._counts.get(point, 0)
+            self._counts[point] = seen + 1
+        return fault if seen >= fault.after else None
+
+    def misbehave(self, conn: Connection, fault: Fault) -> None:
+        """Play a fault that ends the conversation ("reply" and "bye" are the protocols' own)."""
+        if fault.action == "stall":
+            conn.hold()
+        elif fault.action == "drop":
+            if fault.reply:
+                conn.send(fault.reply)
+        elif fault.action == "garbage":
+            garbage = _bytes(fault.reply) if fault.reply else GARBAGE
+            conn.send(garbage)
+            while True:
+                conn.readline()
+                conn.send(garbage)
+        elif fault.action == "trickle":
+            conn.trickle(_bytes(fault.reply) if fault.reply else self.trickle_text)
+        elif fault.action == "tls-alert":
+            conn.read_some()  # the ClientHello
+            conn.send(TLS_HANDSHAKE_FAILURE_ALERT)
+        else:
+            raise ValueError(f"{self.name} cannot play {fault.action!r} here")
+
+    def converse(self, conn: Connection) -> None:
+        raise NotImplementedError
+
+
+def _verb(words: List[bytes], index: int = 0) -> str:
+    return words[index].upper().decode("ascii", "replace") if len(words) > index else ""
+
+
+class FakeSmtpServer(ScriptedServer):
+    """ESMTP enough for smtplib: EHLO/HELO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT.
+
+    Accepted messages are kept in `messages` and go nowhere else: the "mail never arrives" fault.
+    """
+
+    name = "fake SMTP"
+    trickle_text = b"220 fake.smtp.test is very slow today "
+    BANNER = "220 fake.smtp.test ESMTP fake server for the prtg-roundtrip tests\r\n"
+    EHLO = "250-fake.smtp.test\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 AUTH PLAIN\r\n"
+    REPLIES: ClassVar[Dict[str, str]] = {
+        "HELO": "250 fake.smtp.test",
+        "AUTH": "235 2.7.0 Authentication successful",
+        "MAIL": "250 2.1.0 Sender ok",
+        "RCPT": "250 2.1.5 Recipient ok",
+        "RSET": "250 2.0.0 Ok",
+        "NOOP": "250 2.0.0 Ok",
+    }
+
+    def __init__(self, fault: Optional[Fault] = None, *, tls: Optional[ssl.SSLContext] = None,
+                 lifetime: float = LIFETIME):
+        self.messages: List[bytes] = []
+        super().__init__(fault, tls=tls, lifetime=lifetime)
+
+    def converse(self, conn: Connection) -> None:
+        conn.send(self.BANNER)
+        while True:
+            line = conn.readline()
+            verb = _verb(line.split())
+            self.received.append("AUTH ***" if verb == "AUTH" else line.decode("utf-8", "replace"))
+            fault = self.due(verb)
+            if fault is not None:
+                if fault.action == "reply":
+                    conn.send(fault.reply + "\r\n")
+                    continue
+                self.misbehave(conn, fault)
+                return
+            if verb == "EHLO":
+                conn.send(self.EHLO)
+            elif verb == "DATA":
+                conn.send("354 End data with <CR><LF>.<CR><LF>\r\n")
+                self.messages.append(self._read_message(conn))
+                fault = self.due("end-of-data")
+                if fault is None:
+                    conn.send(f"250 2.0.0 Ok: queued as FAKE{len(self.messages)}\r\n")
+                elif fault.action == "reply":
+                    conn.send(fault.reply + "\r\n")
+                else:
+                    self.misbehave(conn, fault)
+                    return
+            elif verb == "QUIT":
+                conn.send("221 2.0.0 Bye\r\n")
+                return
+            else:
+                conn.send(self.REPLIES.get(verb, "502 5.5.2 Command not recognized") + "\r\n")
+
+    @staticmethod
+    def _read_message(conn: Connection) -> bytes:
+        lines: List[bytes] = []
+        while True:
+            line = conn.readline()
+            if line == b".":
+                return b"\r\n".join(lines) + b"\r\n"
+            lines.append(line[1:] if line.startswith(b".") else line)
+
+
+class FakeImapServer(ScriptedServer):
+    """IMAP4rev1 enough for IMAPClient: CAPABILITY, LOGIN, SELECT, NOOP, UID SEARCH/FETCH/STORE/
+    EXPUNGE, IDLE/DONE, LOGOUT. Every mailbox exists and is empty, and no mail ever arrives.
+
+    The greeting carries no CAPABILITY code, so imaplib's first command is CAPABILITY: a stall
+    there is a stall right after the banner.
+    """
+
+    name = "fake IMAP"
+    CAPABILITIES = "IMAP4rev1 IDLE UIDPLUS"
+    GREETING = "* OK Fake IMAP server for the prtg-roundtrip tests ready\r\n"
+    UIDVALIDITY = 1700000000
+    UIDNEXT = 42
+
+    def converse(self, conn: Connection) -> None:
+        conn.send(self.GREETING)
+        while True:
+            line = conn.readline()
+            words = line.split()
+            tag = words[0].decode("ascii", "replace") if words else "*"
+            verb = _verb(words, 1)
+            if verb == "UID":
+                verb = _verb(words, 2)
+            self.received.append(f"{tag} LOGIN ***" if verb == "LOGIN" else line.decode("utf-8", "replace"))
+            fault = self.due(verb)
+            if fault is not None:
+                if fault.action == "reply":
+                    conn.send(f"{tag} {fault.reply}\r\n")
+                    continue
+                if fault.action == "bye":
+                    conn.send(f"* BYE {fault.reply}\r\n")
+                    return
+                self.misbehave(conn, fault)
+                return
+            if not self._answer(conn, tag, verb):
+                return
+
+    def _answer(self, conn: Connection, tag: str, verb: str) -> bool:
+        """Answer one command normally; False when the session is over."""
+        if verb == "CAPABILITY":
+            conn.send(f"* CAPABILITY {self.CAPABILITIES}\r\n{tag} OK Capability completed.\r\n")
+        elif verb == "LOGIN":
+            conn.send(f"{tag} OK [CAPABILITY {self.CAPABILITIES}] Logged in\r\n")
+        elif verb in ("SELECT", "EXAMINE"):
+            conn.send(
+                "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
+                "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted.\r\n"
+                "* 0 EXISTS\r\n* 0 RECENT\r\n"
+                f"* OK [UIDVALIDITY {self.UIDVALIDITY}] UIDs valid\r\n"
+                f"* OK [UIDNEXT {self.UIDNEXT}] Predicted next UID\r\n"
+                f"{tag} OK [READ-WRITE] Select completed.\r\n"
+            )
+        elif verb == "SEARCH":
+            conn.send(f"* SEARCH\r\n{tag} OK Search completed.\r\n")
+        elif verb in ("NOOP", "FETCH", "STORE", "EXPUNGE", "CHECK"):
+            conn.send(f"{tag} OK {verb.capitalize()} completed.\r\n")
+        elif verb == "IDLE":
+            conn.send("+ idling\r\n")
+            conn.readline()  # DONE
+            fault = self.due("DONE")
+            if fault is not None:
+                self.misbehave(conn, fault)
+                return False
+            conn.send(f"{tag} OK Idle completed.\r\n")
+        elif verb == "LOGOUT":
+            conn.send(f"* BYE Logging out\r\n{tag} OK Logout completed.\r\n")
+            return False
+        else:
+            conn.send(f"{tag} BAD Error in IMAP command {verb}: Unknown command.\r\n")
+        return True
+
+
+# -- ports that do not answer as ports do -------------------------------------------------
+
+
+class RefusingPort:
+    """A port on 127.0.0.1 that refuses connections: bound (so nothing else takes it), not listening."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind((HOST, 0))
+        self.host: str = HOST
+        self.port: int = self._sock.getsockname()[1]
+
+    def stop(self) -> None:
+        self._sock.close()
+
+
+class HangingPort:
+    """A port on 127.0.0.1 where connect() neither succeeds nor fails, like a firewall that drops.
+
+    The listener has a backlog of 0 and never accepts; one connection fills its accept queue.
+    Linux then drops every further SYN (with net.ipv4.tcp_abort_on_overflow = 0, the default), so
+    the client retransmits its SYN and waits until its own timeout. `hangs` says whether this
+    worked here: a probe connect is tried with a short timeout (tcp_abort_on_overflow = 1 makes
+    the kernel refuse instead, and then there is no hanging connect on loopback without root).
+    """
+
+    PROBE_TIMEOUT = 0.3
+    MAX_FILLERS = 8
+
+    def __init__(self, lifetime: float = LIFETIME):
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind((HOST, 0))
+        self._listener.listen(0)
+        self.host: str = HOST
+        self.port: int = self._listener.getsockname()[1]
+        self._fillers: List[socket.socket] = []
+        self.hangs = False
+        for _ in range(self.MAX_FILLERS):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probe.settimeout(self.PROBE_TIMEOUT)
+            try:
+                probe.connect((self.host, self.port))
+            except socket.timeout:
+                probe.close()
+                self.hangs = True
+                break
+            except OSError:
+                probe.close()
+                break
+            self._fillers.append(probe)  # it got in: it fills the queue now
+        self._timer = threading.Timer(lifetime, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        for sock in [*self._fillers, self._listener]:
+            sock.close()
+        self._fillers = []
+
+
+# -- TLS ------------------------------------------------------------------------------------
+
+LEAF_EXTENSIONS = """\
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = {san}
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+"""
+SERVER_SAN = "DNS:localhost, IP:127.0.0.1"
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+
+def server_context(cert: Union[str, Path], key: Union[str, Path]) -> ssl.SSLContext:
+    """A server context presenting `cert`, TLS 1.2 or newer."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def old_protocol_context(cert: Union[str, Path], key: Union[str, Path]) -> ssl.SSLContext:
+    """A server that speaks only TLS 1.0 and 1.1, as old appliances do: no common version."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # that is the point
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def _openssl(*args: str, cwd: Optional[Path] = None) -> None:
+    result = subprocess.run(["openssl", *args], capture_output=True, cwd=cwd, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)} failed:\n{result.stderr.decode(errors='replace')}")
+
+
+def issue_expired_certificate(tls_dir: Path, name: str, ca_file: Union[str, Path], ca_key: Union[str, Path],
+                              san: str = SERVER_SAN) -> Tuple[Path, Path]:
+    """(cert, key): right host names, signed by the CA, valid only in January 2020.
+
+    `openssl x509 -req` of OpenSSL 3.0 cannot set a start date; `openssl ca` can.
+    """
+    work = tls_dir / f"{name}-ca"
+    (work / "new").mkdir(parents=True, exist_ok=True)
+    (work / "index.txt").write_text("")
+    (work / "serial").write_text("1000\n")
+    (work / "ca.cnf").write_text(
+        "[ca]\ndefault_ca = fake\n"
+        "[fake]\ndatabase = index.txt\nnew_certs_dir = new\nserial = serial\ndefault_md = sha256\n"
+        "policy = anything\nunique_subject = no\n"
+        "[anything]\ncommonName = supplied\norganizationName = optional\n"
+    )
+    (work / "ext.cnf").write_text(LEAF_EXTENSIONS.format(san=san))
+    key, cert = tls_dir / f"{name}.key", tls_dir / f"{name}.pem"
+    first_name = san.split(",")[0].split(":", 1)[-1].strip()
+    _openssl("req", "-new", *EC_KEY, "-keyout", str(key), "-out", "req.csr",
+             "-subj", f"/O=prtg-roundtrip/CN={first_name}", cwd=work)
+    _openssl("ca", "-batch", "-config", "ca.cnf", "-cert", str(ca_file), "-keyfile", str(ca_key),
+             "-in", "req.csr", "-out", str(cert), "-startdate", "20200101000000Z",
+             "-enddate", "20200201000000Z", "-extfile", "ext.cnf", "-notext", cwd=work)
+    return cert, key
+
+
+def make_self_signed_certificate(tls_dir: Path, name: str, san: str = SERVER_SAN) -> Tuple[Path, Path]:
+    """(cert, key): right host names and dates, signed by nobody but itself."""
+    key, cert = tls_dir / f"{name}.key", tls_dir / f"{name}.pem"
+    first_name = san.split(",")[0].split(":", 1)[-1].strip()
+    _openssl("req", "-x509", *EC_KEY, "-keyout", str(key), "-out", str(cert), "-days", "30",
+             "-subj", f"/O=prtg-roundtrip self-signed/CN={first_name}", "-addext", f"subjectAltName={san}")
+    return cert, key
