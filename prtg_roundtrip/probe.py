@@ -42,7 +42,7 @@ class Marker:
 
 def parse_marker(value: str) -> Optional[Marker]:
     """The marker, or None when the header is not exactly what this sensor writes."""
-    match = _MARKER.match(" ".join(value.split()))
+    match = _MARKER.fullmatch(" ".join(value.split()))
     if not match:
         return None
     return Marker(match["guid"], match["sensor"], float(match["sent"]), float(match["budget"]))

@@ -174,8 +174,9 @@ _HELO = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no space
 def check_address(value: Optional[str], option: str) -> str:
     if not value:
         raise ParameterError(f"{option} is missing", hint=f"Give exactly one email address with {option}")
+    check_text(value, option, limit=254)
     value = value.strip()
-    if not _ADDRESS.match(value) or len(value) > 254:
+    if not _ADDRESS.fullmatch(value) or len(value) > 254:
         raise ParameterError(
             f"{option} {value!r} is not one valid email address",
             hint="Enter exactly one address such as probe@example.com, without a display name",
@@ -187,7 +188,7 @@ def check_host(value: Optional[str], option: str, missing_hint: str) -> str:
     if not value or not value.strip():
         raise ParameterError(f"{option} is missing", hint=missing_hint)
     value = value.strip()
-    if not _HOSTNAME.match(value) or len(value) > 253:
+    if not _HOSTNAME.fullmatch(value) or len(value) > 253:
         raise ParameterError(
             f"{option} {value!r} is not a host name or IP address",
             hint="Enter a DNS name or an IP address, without a port or a URL scheme",
@@ -198,7 +199,7 @@ def check_host(value: Optional[str], option: str, missing_hint: str) -> str:
 def check_helo(value: Optional[str]) -> Optional[str]:
     if value is None or value == "":
         return None
-    if not _HELO.match(value) or len(value) > 255:
+    if not _HELO.fullmatch(value) or len(value) > 255:
         raise ParameterError(
             f"--helo {value!r} is not allowed",
             hint="The HELO ident must be ASCII without spaces or line breaks, e.g. probe.example.com",
@@ -230,7 +231,7 @@ def sensor_id(given: Optional[str], environ: Mapping[str, str], *identity: objec
     value = given or environ.get("prtg_sensorid")
     if value:
         value = value.strip()
-        if not _SENSOR_ID.match(value):
+        if not _SENSOR_ID.fullmatch(value):
             raise ParameterError(
                 f"sensor id {value!r} is not allowed", hint="Use letters, digits, '.', '_' or '-' (PRTG's %sensorid)"
             )
