@@ -45,7 +45,8 @@ ACTIONS = {
     "stall": "say nothing from here on; keep the connection open until the client gives up",
     "drop": "send `reply` (may be empty or a partial answer), then close the connection",
     "garbage": "answer this and every later line with `reply` or GARBAGE",
-    "reply": "answer this command with `reply` instead (IMAP: as the tagged completion)",
+    "reply": "answer this command with `reply` instead (IMAP: as the tagged completion; SMTP at "
+    "connect: instead of the banner, and to every later command but QUIT)",
     "bye": "IMAP: send '* BYE <reply>' and close, as a server whose mailbox was deleted does",
     "trickle": "send an endless reply one byte at a time, never finishing a line",
     "tls-alert": "at connect: read the ClientHello, answer with a fatal handshake_failure alert",
@@ -323,6 +324,17 @@ class FakeSmtpServer(ScriptedServer):
                 return
             else:
                 conn.send(self.REPLIES.get(verb, "502 5.5.2 Command not recognized") + "\r\n")
+
+    def misbehave(self, conn: Connection, fault: Fault) -> None:
+        if fault.action != "reply":
+            super().misbehave(conn, fault)
+            return
+        # at connect: a refusal instead of the banner ("421 Too many connections"), then the same
+        # to every command until the client says QUIT, as Postfix's postscreen does
+        conn.send(fault.reply + "\r\n")
+        while _verb(conn.readline().split()) != "QUIT":
+            conn.send(fault.reply + "\r\n")
+        conn.send("221 2.0.0 Bye\r\n")
 
     @staticmethod
     def _read_message(conn: Connection) -> bytes:

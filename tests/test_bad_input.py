@@ -29,7 +29,9 @@ values = st.one_of(
     st.sampled_from(["", "0", "-1", "901", "1e9", "nan", "inf", "25", "prtg-json", "script-v2", "text", "tls",
                      "password", "local", "env:", "file:/nonexistent", "keyring:", "literal:", "a@b.c", "x" * 300]),
 )
-tokens = st.one_of(st.sampled_from(OPTIONS), values, st.builds(lambda o, v: f"{o}={v}", st.sampled_from(OPTIONS), values))
+tokens = st.one_of(
+    st.sampled_from(OPTIONS), values, st.builds(lambda o, v: f"{o}={v}", st.sampled_from(OPTIONS), values)
+)
 argvs = st.lists(tokens, max_size=12).filter(lambda a: a[:1] != ["credentials"])
 environments = st.dictionaries(
     st.sampled_from(["prtg_host", "prtg_sensorid", "prtg_linuxuser", "prtg_linuxpassword", "prtg_windowsuser",

@@ -71,6 +71,7 @@ def sensor(fault_id: str, args: List[str]) -> SensorRun:
             pytrace=False,
         )
     elapsed = time.monotonic() - started
+    print(f"[{fault_id}] after {elapsed:.2f} s: {run.text}")  # shown by pytest -rA, and for failures
     MESSAGES[fault_id] = run.text
     assert run.error, f"[{fault_id}] expected an error document after {elapsed:.1f} s, got: {run.text}"
     assert "Traceback" not in run.stderr, f"[{fault_id}] traceback on stderr:\n{run.stderr}"
@@ -360,7 +361,10 @@ def test_imap_login_rejected(stack, mailbox, servers):
 
 
 SMTP_REFUSALS = {
-    # (stage, class): the fake's reply; stage "end-of-data" is the answer to the message itself
+    # (stage, class): the fake's reply; "banner" replaces the 220 greeting (and answers every
+    # later command the same), "end-of-data" is the answer to the message itself
+    ("banner", "4xx"): "421 4.7.0 Too many connections, try later (fake)",
+    ("banner", "5xx"): "554 5.3.2 No SMTP service for this client (fake)",
     ("MAIL", "4xx"): "451 4.3.0 Sender check unavailable, try later (fake)",
     ("MAIL", "5xx"): "553 5.7.1 Sender address not allowed (fake)",
     ("RCPT", "4xx"): "450 4.2.0 Mailbox busy (fake)",
@@ -371,6 +375,7 @@ SMTP_REFUSALS = {
     ("end-of-data", "5xx"): "554 5.7.1 Message refused as spam (fake)",
 }
 STAGE_WORDS: Dict[str, Words] = {
+    "banner": ("greeting", "banner", "session", "connect"),
     "MAIL": "MAIL FROM",
     "RCPT": "RCPT TO",
     "DATA": "DATA",
@@ -381,7 +386,7 @@ STAGE_WORDS: Dict[str, Words] = {
 @pytest.mark.parametrize(("stage", "kind"), list(SMTP_REFUSALS))
 def test_smtp_refusal(stack, mailbox, servers, stage, kind):
     reply = SMTP_REFUSALS[(stage, kind)]
-    smtp = servers(FakeSmtpServer(Fault("reply", stage, reply=reply)))
+    smtp = servers(FakeSmtpServer(Fault("reply", "connect" if stage == "banner" else stage, reply=reply)))
     run = sensor(f"smtp: {kind} at {stage}", smtp_leg(stack, smtp))
     code, server_text = reply[:9], reply[10:]
     expect(run, "SMTP send", STAGE_WORDS[stage], code, server_text,
@@ -443,7 +448,12 @@ def _normalised(text: str) -> str:
 
 
 def test_distinct_faults_give_distinct_messages():
-    """Runs last: the faults above, told apart by their texts (ports and durations aside)."""
+    """Runs last: the faults above, told apart by their texts (ports and durations aside).
+
+    Where two faults need a different action from the administrator (no TCP connection at all
+    vs. a connection without a greeting; a server that went silent vs. one that hung up), the
+    texts must differ.
+    """
     if len(MESSAGES) < 10:
         pytest.skip("needs the fault tests of this module to have run first")
     by_text: Dict[str, List[str]] = {}
