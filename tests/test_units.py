@@ -249,15 +249,15 @@ def test_only_exact_markers_parse(value):
 
 
 def test_checker_knows_script_v2_rules():
-    ok = {"version": 2, "status": "ok", "message": "m",
-          "channels": [{"id": 10, "name": "Total", "type": "float", "kind": "time_milliseconds", "value": 1.5}]}
+    total = {"id": 10, "name": "Total", "type": "float", "kind": "time_milliseconds", "value": 1.5}
+    ok = {"version": 2, "status": "ok", "message": "m", "channels": [total]}
     assert check_output.check(json.dumps(ok), "script-v2") == []
     for broken in (
         {**ok, "version": 1},
         {**ok, "status": "fine"},
-        {**ok, "channels": [{**ok["channels"][0], "id": 9}]},
-        {**ok, "channels": [ok["channels"][0], {**ok["channels"][0], "name": "Other"}]},
-        {**ok, "channels": [{**ok["channels"][0], "type": "integer"}]},
+        {**ok, "channels": [{**total, "id": 9}]},
+        {**ok, "channels": [total, {**total, "name": "Other"}]},
+        {**ok, "channels": [{**total, "type": "integer"}]},
         {**ok, "message": "x" * 2001},
     ):
         assert check_output.check(json.dumps(broken), "script-v2"), broken
