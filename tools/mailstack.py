@@ -333,6 +333,11 @@ service auth {{
 protocol lmtp {{
   postmaster_address = postmaster@{domain}
 }}
+
+# Load tests run dozens of sensors on one mailbox from one address (Dovecot's default is 10).
+protocol imap {{
+  mail_max_userip_connections = 200
+}}
 """
 
 # Extensions of a certificate issued by the throwaway CA (Python 3.13's strict verification
