@@ -251,7 +251,8 @@ def main(
         from .roundtrip import run_round_trip
         from .transcript import Transcript
 
-        transcript = Transcript(secrets, echo=sys.stderr if verbose else None)
+        console = not verbose and sys.stderr.isatty()
+        transcript = Transcript(secrets, echo=sys.stderr if verbose else None, progress=sys.stderr if console else None)
         report = run_round_trip(settings, transcript)
     except ParameterError as exc:
         report = _parameter_failure(exc, secrets)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from email.message import Message
@@ -256,9 +257,16 @@ class MailboxWatch:
                 uid, seen_at = self._check(probe)
                 checks += 1
                 if uid is not None:
+                    self.transcript.progress(None)
                     return uid, seen_at, detection, checks
+                if gap >= IDLE_TAKEOVER:
+                    self.transcript.progress(
+                        f"waiting for the probe in {self.settings.mailbox!r}: {seen_at - accepted_at:.1f} s of "
+                        f"{end - accepted_at:.0f} s ({'IDLE' if use_idle else 'polling'}, {checks} checks)"
+                    )
                 left = end - now()
                 if left <= 0:
+                    self.transcript.progress(None)
                     raise self._not_arrived(accepted_at, checks)
                 if use_idle and gap >= IDLE_TAKEOVER:
                     detection = "IDLE"
@@ -305,7 +313,8 @@ class MailboxWatch:
         client = self.client
         assert client is not None
         self._arm_timeout()
-        client.noop()
+        _, responses = client.noop()
+        self._notice_uidvalidity(responses)
         first = self.uidnext or 1
         criteria: List[object] = ["UID", f"{first}:*"]
         if self.settings.search is SearchMethod.SERVER:
@@ -324,6 +333,13 @@ class MailboxWatch:
             if message_id == probe.message_id:
                 return uid, seen_at
         return None, seen_at
+
+    def _notice_uidvalidity(self, responses: object) -> None:
+        """A new UIDVALIDITY (mailbox recreated) voids UIDNEXT: look at the whole mailbox."""
+        match = re.search(rb"\[UIDVALIDITY (\d+)\]", repr(responses).encode())
+        if match and self.uidnext is not None and int(match.group(1)) != self.uidvalidity:
+            self.transcript.note("IMAP", "UIDVALIDITY changed: checking the whole mailbox from now on")
+            self.uidvalidity, self.uidnext = int(match.group(1)), None
 
     def _headers(self, messages: List[int]) -> List[Tuple[int, str]]:
         """(uid, Message-ID) of the given messages, read with BODY.PEEK (no \\Seen)."""

@@ -46,10 +46,14 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 class Transcript:
     """Timestamped, redacted protocol lines of one run."""
 
-    def __init__(self, secrets: Iterable[str] = (), echo: Optional[IO[str]] = None):
+    def __init__(
+        self, secrets: Iterable[str] = (), echo: Optional[IO[str]] = None, progress: Optional[IO[str]] = None
+    ):
         self._secrets = tuple(s for s in secrets if s)
         self._forms = secret_forms(self._secrets)
         self._echo = echo
+        self._progress = progress  # a terminal: one updating status line while waiting
+        self._progress_shown = False
         self._start = time.perf_counter()
         self._lines: List[str] = []
         self._in_auth = False
@@ -76,6 +80,18 @@ class Transcript:
 
     def note(self, protocol: str, text: str) -> None:
         self.add(protocol, "*", text)
+
+    def progress(self, text: Optional[str]) -> None:
+        """Signs of life for a person at a console; None ends the status line."""
+        if self._progress is None:
+            return
+        if text is None:
+            if self._progress_shown:
+                self._progress.write("\n")
+        else:
+            self._progress.write(f"\r  {text}\x1b[K")
+        self._progress_shown = text is not None
+        self._progress.flush()
 
     def _smtp_auth_exchange(self, text: str) -> str:
         # Client lines inside an AUTH exchange (AUTH LOGIN's user and password lines, a SASL

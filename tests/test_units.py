@@ -261,3 +261,24 @@ def test_checker_knows_script_v2_rules():
         {**ok, "message": "x" * 2001},
     ):
         assert check_output.check(json.dumps(broken), "script-v2"), broken
+
+
+def test_a_new_uidvalidity_widens_the_search_to_the_whole_mailbox():
+    from prtg_roundtrip.imap_wait import MailboxWatch
+
+    watch = MailboxWatch.__new__(MailboxWatch)  # only the bookkeeping, no connection
+    watch.transcript, watch.uidvalidity, watch.uidnext = Transcript(), 5, 10
+    watch._notice_uidvalidity([(1, b"EXISTS"), (b"OK", b"[UIDVALIDITY 5] UIDs valid")])
+    assert watch.uidnext == 10
+    watch._notice_uidvalidity([(b"OK", b"[UIDVALIDITY 77] UIDs valid")])
+    assert (watch.uidvalidity, watch.uidnext) == (77, None)
+
+
+def test_progress_goes_only_to_a_terminal():
+    quiet, tty = io.StringIO(), io.StringIO()
+    Transcript().progress("waiting")
+    t = Transcript(echo=quiet, progress=tty)
+    t.progress("waiting 1 s")
+    t.progress(None)
+    assert "waiting 1 s" in tty.getvalue() and tty.getvalue().endswith("\n")
+    assert "waiting" not in quiet.getvalue()
