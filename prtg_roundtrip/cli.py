@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+import time
 from typing import IO, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from . import __version__
@@ -29,6 +31,8 @@ from .settings import (
 from .transcript import Transcript
 
 MAX_SECONDS = 900  # PRTG's limit for every timeout-like setting
+LAST_RESORT_MARGIN = 0.5  # seconds before the budget's end when the watchdog document goes out
+_STARTED = time.perf_counter()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,14 +190,40 @@ def _stdin_params(stdin: Optional[IO[bytes]]) -> List[str]:
         raise ParameterError(f"the parameters on stdin do not split ({exc})", hint="Check the quotes") from None
 
 
-def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> str:
+_OUTPUT_LOCK = threading.Lock()
+_emitted = False  # one document per process, whoever writes it first
+
+
+def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> None:
+    global _emitted
     from .render import render
 
-    document = render(report, fmt)
+    document = render(report, fmt).encode("utf-8")  # UTF-8 without BOM, whatever the code page
     out = stdout if stdout is not None else sys.stdout.buffer
-    out.write(document.encode("utf-8"))  # UTF-8 without BOM, whatever the console's code page
-    out.flush()
-    return document
+    with _OUTPUT_LOCK:
+        if _emitted and stdout is None:
+            return
+        _emitted = stdout is None
+        out.write(document)
+        out.flush()
+
+
+def _last_resort(budget: float, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> threading.Timer:
+    """If the run is still going just before PRTG's timeout (stuck where no socket timeout
+    reaches, such as a name lookup), print an error document and end the process."""
+
+    def fire() -> None:
+        _emit(Report.failure(
+            f"Sensor: the run did not finish within its --timeout budget of {budget:g} s (stuck in a "
+            "name lookup or a system call). Check DNS and the network path, or raise PRTG's timeout "
+            "together with --timeout."
+        ), fmt, stdout)
+        os._exit(0)
+
+    timer = threading.Timer(max(0.5, budget - LAST_RESORT_MARGIN - (time.perf_counter() - _STARTED)), fire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _sniff_secrets(argv: Sequence[str]) -> Tuple[str, ...]:
@@ -248,12 +278,14 @@ def main(
         settings = build_settings(values, environ)
         secrets += settings.secrets()
         fmt, verbose = settings.output.format, settings.output.verbose
+        if stdout is None:  # a real process (tests that pass a buffer run in-process)
+            _last_resort(settings.timeout, fmt, stdout)
         from .roundtrip import run_round_trip
         from .transcript import Transcript
 
         console = not verbose and sys.stderr.isatty()
         transcript = Transcript(secrets, echo=sys.stderr if verbose else None, progress=sys.stderr if console else None)
-        report = run_round_trip(settings, transcript)
+        report = run_round_trip(settings, transcript, environ)
     except ParameterError as exc:
         report = _parameter_failure(exc, secrets)
     except RoundTripError as exc:

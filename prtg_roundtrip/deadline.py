@@ -3,16 +3,28 @@
 All timings use the monotonic high-resolution clock (`now`), in seconds; channels convert to
 milliseconds. Every connect, read and wait asks the Deadline how long it may take, so the
 document is printed before PRTG's timeout kills the process.
+
+A socket timeout bounds one read, not a conversation: a server that trickles a byte now and
+then would never trip it. So every socket is also `guard`ed: when the budget runs out, a timer
+shuts the guarded sockets down, the blocked read returns at once, and `fired` tells the step
+that the budget, not the server, ended it.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from typing import List, Tuple
 
 now = time.perf_counter
 
 # Kept back from the budget for closing connections, rendering and writing the document.
 RESERVE_SECONDS = 1.5
+# The watchdog fires this long after the budget's end, so that a silent server is caught by
+# the socket timeout first ("no answer within N s") and only a server that keeps sending
+# without finishing is cut off by the watchdog ("the budget ran out").
+WATCHDOG_GRACE = 0.3
 
 
 class Deadline:
@@ -20,6 +32,10 @@ class Deadline:
         self.start = now() if start is None else start
         self.budget = budget
         self.end = self.start + max(0.0, budget - RESERVE_SECONDS)
+        self.fired = False
+        self._sockets: List[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
     def remaining(self) -> float:
         return max(0.0, self.end - now())
@@ -30,3 +46,42 @@ class Deadline:
 
     def expired(self) -> bool:
         return now() >= self.end
+
+    def guard(self, sock: socket.socket) -> None:
+        """Shut `sock` down when the budget runs out (the socket itself stays the caller's)."""
+        with self._lock:
+            if sock not in self._sockets:
+                self._sockets.append(sock)
+            if self._timer is None:
+                self._timer = threading.Timer(self.remaining() + WATCHDOG_GRACE, self._fire)
+                self._timer.daemon = True
+                self._timer.start()
+        if self.fired:
+            self._fire()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            try:
+                # The plain socket's shutdown, also for an SSLSocket: it only ends the TCP
+                # stream, leaving the TLS object to the thread that is blocked reading it.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass  # already closed, or replaced by a STARTTLS wrapper
+
+    def ran_out(self, phase: str) -> Tuple[str, str]:
+        """(cause, what to try) when the budget, not a server, ended a step."""
+        return (
+            f"the run's --timeout budget ({self.budget:g} s) ran out during {phase}",
+            "The server kept the connection open without finishing its answer; check the server, "
+            "or raise PRTG's timeout together with --timeout",
+        )
+
+    def release(self) -> None:
+        """The run is over: no more shutdowns."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._sockets.clear()

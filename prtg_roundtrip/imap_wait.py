@@ -6,38 +6,43 @@ the same however full the mailbox is. A check asks the server (UID SEARCH ... SU
 the new messages' headers itself (BODY.PEEK, which sets no flag); either way a candidate is the
 probe only if its Message-ID is the probe's.
 
-Waiting (WaitMethod.AUTO): check at once, then again after gaps that grow geometrically from
-FIRST_GAP, so a delivery of a few milliseconds is seen within a few milliseconds. Once the gap
-reaches IDLE_TAKEOVER the server's IDLE push takes over where it is offered (re-checking on
-every wake and at least every --interval, since some servers never push); without IDLE the gaps
-keep growing up to --interval. WaitMethod.POLL never uses IDLE.
+Waiting: check at once, then after gaps that grow by GROWTH from FIRST_GAP up to --interval,
+so a delivery of a few milliseconds is seen within a few milliseconds and a late one at most
+about 20% late. A check is a NOOP, which makes the server announce new mail (EXISTS); only then,
+and in any case once per --interval, comes the search. From IDLE_TAKEOVER on, the waits between
+checks are spent in IDLE where the server offers it (WaitMethod.AUTO), so a push ends a wait
+early; the schedule goes on regardless, since some servers never push (Outlook, Office 365) and
+Dovecot 2.3 pushes only 500 ms after delivery. WaitMethod.POLL never uses IDLE.
 
-Commands one run sends, at most: connect and login (CAPABILITY, STARTTLS, LOGIN, SELECT: <= 5),
-then NOOP + SEARCH per check (+1 FETCH to confirm a hit), with FAST_CHECKS quick checks in the
-first ~1.5 s and then one check per wake or --interval (IDLE + DONE when IDLE is used), then
-STORE + UID EXPUNGE (or SEARCH DELETED + EXPUNGE without UIDPLUS) and LOGOUT. With the defaults
-(--max-trip-time 30, --interval 5) that is at most about 2 * (15 + 6 + wakes) + 12 commands.
+Commands one run sends: `command_bound()` computes the worst case from the schedule (every check
+NOOP + SEARCH + FETCH, IDLE + DONE around every late wait): 174 for the defaults
+(--max-trip-time 30, --interval 5; 45 checks, 15 of them in the first 100 ms), 154 for
+--max-trip-time 10 --interval 1. A run whose probe arrives in a few milliseconds sends about 15:
+LOGIN, SELECT, 3-4 NOOPs, 2 SEARCHes, a FETCH, STORE, UID EXPUNGE, LOGOUT.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import random
 import re
 import time
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from imapclient import IMAPClient
+from imapclient import tls as imapclient_tls
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.imap4 import IMAP4WithTimeout
 
 from .deadline import Deadline, now
 from .errors import DeliveryTimeout, ImapError
 from .probe import MARKER_HEADER, SUBJECT_MARK, ProbeMail, parse_marker, probe_message_id
 from .settings import ImapSettings, SearchMethod, TlsMode, TlsSettings, WaitMethod
+from .sockets import tune
 from .tls import (
     TlsUnavailable,
     certificate_days_left,
@@ -49,12 +54,12 @@ from .tls import (
 from .transcript import Transcript
 
 FIRST_GAP = 0.002  # seconds after the first check
-GROWTH = 1.5  # each gap is this much longer than the one before
-IDLE_TAKEOVER = 0.5  # from this gap on, IDLE waits instead (Dovecot delays pushes by 500 ms)
-FAST_CHECKS = math.ceil(math.log(IDLE_TAKEOVER / FIRST_GAP, GROWTH)) + 1
+GROWTH = 1.2  # each gap this much longer than the one before: the probe is seen at most ~20% late
+IDLE_TAKEOVER = 0.5  # from this gap on, wait in IDLE (a push ends the wait early)
 
 _HEADERS = f"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT {MARKER_HEADER.upper()})]"
 _DELETED = b"\\Deleted"
+LOGIN_ATTEMPTS = 3  # when the server says it is busy ([LIMIT], [UNAVAILABLE])
 FOREIGN_PROBE_AGE = 86400.0  # another sensor's probe is left alone until it is a day old
 
 
@@ -64,7 +69,8 @@ class Sweep:
 
     removed_own: int = 0  # this sensor's, older than their run's budget
     removed_foreign: int = 0  # other sensors', older than a day
-    kept: int = 0  # probes still in flight or too young to be another sensor's orphan
+    kept_own: int = 0  # this sensor's, still within their run's budget (in flight)
+    kept_foreign: int = 0  # other sensors', younger than a day
 
     @property
     def removed(self) -> int:
@@ -82,7 +88,7 @@ class ReceiveResult:
     found_at: float  # the check that saw the probe returned
     uid: int
     security: str
-    detection: str  # "IDLE" or "polling": what was waiting when the probe was seen
+    detection: str  # "IDLE push" or "polling": what ended the wait in which the probe was seen
     checks: int
     deleted: bool  # expunged (True) or, without UIDPLUS, only flagged \Deleted (False)
     certificate_days: Optional[float] = None
@@ -107,6 +113,37 @@ class _TranscriptHandler(logging.Handler):
         self.transcript.add("IMAP", direction, text)
 
 
+class _ServerBusy(Exception):
+    """LOGIN answered NO [LIMIT] or [UNAVAILABLE] (RFC 5530): temporary, worth another try."""
+
+
+class _Client(IMAPClient):
+    """IMAPClient whose connection tells the watch about its socket and its phases."""
+
+    def __init__(self, watch: MailboxWatch, host: str, **kwargs: Any):
+        self._watch = watch
+        super().__init__(host, **kwargs)
+
+    def _create_IMAP4(self) -> Any:
+        watch = self._watch
+        base: Any = imapclient_tls.IMAP4_TLS if self.ssl else IMAP4WithTimeout
+
+        class Tracked(base):
+            def _create_socket(self, timeout: Optional[float] = None) -> Any:
+                sock = super()._create_socket(timeout)
+                watch.socket_opened(sock)
+                return sock
+
+            def _get_capabilities(self) -> None:
+                watch.phase = "CAPABILITY"
+                super()._get_capabilities()
+
+        connect_timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            return Tracked(self.host, self.port, self.ssl_context, connect_timeout)
+        return Tracked(self.host, self.port, connect_timeout)
+
+
 class MailboxWatch:
     """One IMAP session: open (arm), wait_for, delete, close."""
 
@@ -117,6 +154,7 @@ class MailboxWatch:
         self.context = make_context(tls) if settings.tls is not TlsMode.OFF else None
         self.client: Optional[IMAPClient] = None
         self.phase = "connect"
+        self.phase_timeout = deadline.cap(settings.timeout)
         self.uidnext: Optional[int] = None
         self.uidvalidity: Optional[int] = None
         self.security = "plain text"
@@ -132,14 +170,52 @@ class MailboxWatch:
         return ImapError(cause, server=self.settings.server, hint=hint)
 
     def network_failure(self, exc: BaseException) -> ImapError:
+        if self.deadline.fired:
+            return self.fail(*self.deadline.ran_out(self.phase))
+        bye = self._bye()
+        if bye:
+            return self.fail(
+                f"the server ended the session during {self.phase}: {bye}",
+                "If the mailbox was deleted or renamed meanwhile, correct --mailbox; otherwise check the server's log",
+            )
         if isinstance(exc, IMAPClientError):
-            return self.fail(f"{self.phase} failed: {_server_text(exc)}", "Check the server's log")
-        cause, hint = describe_network_error(exc, self.deadline.cap(self.settings.timeout))
+            text = _server_text(exc)
+            text = re.sub(r"^command: [A-Z ]+ => ", "", text)
+            if isinstance(exc, IMAPClientAbortError) and ("EOF" in text or "closed" in text.lower()):
+                return self.fail(
+                    f"the server closed the connection during {self.phase}",
+                    "Check the server's log; it may limit connections or have dropped this session",
+                )
+            if text.startswith("unexpected response"):
+                return self.fail(
+                    f"unexpected reply during {self.phase}, not IMAP: {text[len('unexpected response: '):][:120]!r}",
+                    "Check that the port belongs to an IMAP server (and the TLS mode: implicit TLS or not)",
+                )
+            return self.fail(f"{self.phase} failed: {text}", "Check the server's log")
+        cause, hint = describe_network_error(exc, self.phase_timeout)
         return self.fail(f"{cause} during {self.phase}", hint)
 
+    def _bye(self) -> str:
+        """The text of a BYE the server sent before it hung up, if any."""
+        imap = getattr(self.client, "_imap", None)
+        responses = getattr(imap, "untagged_responses", None) or {}
+        bye = responses.get("BYE") or responses.get(b"BYE")
+        if not bye:
+            return ""
+        last = bye[-1]
+        return (last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last)).strip()
+
+    def socket_opened(self, sock: Any) -> None:
+        tune(sock)
+        self.deadline.guard(sock)
+        self.phase = "greeting"
+
     def _arm_timeout(self) -> None:
+        self.phase_timeout = self.deadline.cap(self.settings.timeout)
         if self.client is not None:
-            self.client.socket().settimeout(self.deadline.cap(self.settings.timeout))
+            sock = self.client.socket()
+            sock.settimeout(self.phase_timeout)
+            self.deadline.guard(sock)  # again after STARTTLS: a new socket object
 
     # -- opening --------------------------------------------------------------------------
     def open(self) -> None:
@@ -148,19 +224,43 @@ class MailboxWatch:
         self._logger.setLevel(logging.DEBUG)
         self._logger.propagate = False
         self.connect_started_at = now()
-        try:
-            self._connect_with_policy()
-            self._login()
-            self._select()
-        except (OSError, IMAPClientError) as exc:
-            raise self.network_failure(exc) from exc
+        for attempt in range(1, LOGIN_ATTEMPTS + 1):
+            try:
+                self._connect_with_policy()
+                self._login()
+                self._select()
+                break
+            except _ServerBusy as busy:
+                pause = random.uniform(0.2, 0.6) * attempt  # noqa: S311 - spreads sensors that collided
+                if attempt == LOGIN_ATTEMPTS or self.deadline.remaining() < pause + 1.0:
+                    raise self.fail(
+                        f"the server refuses more sessions for this login ({busy})",
+                        "Too many connections for this user from this host (other sensors or clients "
+                        "on the same mailbox): raise the server's per-user limit (Dovecot: "
+                        "mail_max_userip_connections) or give sensors their own mailboxes",
+                    ) from None
+                self.transcript.note("IMAP", f"server busy ({busy}): trying again in {pause:.1f} s")
+                self._drop_connection()
+                time.sleep(pause)
+            except (OSError, IMAPClientError) as exc:
+                raise self.network_failure(exc) from exc
         self.logged_in_at = now()
+
+    def _drop_connection(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            try:
+                client.shutdown()
+            except OSError:
+                pass
 
     def _connect(self, implicit: bool) -> None:
         self.phase = "connect (TLS handshake)" if implicit else "connect"
         self.transcript.note("IMAP", f"connecting to {self.settings.server}" + (" with TLS" if implicit else ""))
+        self.phase_timeout = self.deadline.cap(self.settings.timeout)
         try:
-            self.client = IMAPClient(
+            self.client = _Client(
+                self,
                 self.settings.host,
                 port=self.settings.port,
                 ssl=implicit,
@@ -216,6 +316,9 @@ class MailboxWatch:
         try:
             client.login(self.settings.user, self.settings.password)
         except LoginError as exc:
+            text = _server_text(exc)
+            if "[LIMIT]" in text or "[UNAVAILABLE]" in text:
+                raise _ServerBusy(text) from None
             if client.has_capability("LOGINDISABLED"):
                 raise self.fail(
                     "the server refuses to log in without TLS (LOGINDISABLED)",
@@ -248,32 +351,35 @@ class MailboxWatch:
         assert client is not None
         end = min(accepted_at + self.settings.max_trip_time, self.deadline.end)
         use_idle = self.settings.wait is WaitMethod.AUTO and client.has_capability("IDLE")
-        gap = FIRST_GAP
-        checks = 0
-        detection = "polling"
+        gap, checks, pushed, last_full = FIRST_GAP, 0, False, float("-inf")
         try:
             while True:
                 self.phase = "checking the mailbox"
-                uid, seen_at = self._check(probe)
+                # Search when the server announced new mail, and in any case once per --interval
+                # (first check included), for servers that announce nothing.
+                full = now() - last_full >= self.settings.interval
+                uid, seen_at, searched = self._check(probe, force=full or pushed)
                 checks += 1
+                if searched and full:
+                    last_full = seen_at
                 if uid is not None:
                     self.transcript.progress(None)
-                    return uid, seen_at, detection, checks
+                    return uid, seen_at, "IDLE push" if pushed else "polling", checks
+                left = end - now()
+                if left <= 0:
+                    self.transcript.progress(None)
+                    raise self._not_arrived(accepted_at, checks)
                 if gap >= IDLE_TAKEOVER:
                     self.transcript.progress(
                         f"waiting for the probe in {self.settings.mailbox!r}: {seen_at - accepted_at:.1f} s of "
                         f"{end - accepted_at:.0f} s ({'IDLE' if use_idle else 'polling'}, {checks} checks)"
                     )
-                left = end - now()
-                if left <= 0:
-                    self.transcript.progress(None)
-                    raise self._not_arrived(accepted_at, checks)
                 if use_idle and gap >= IDLE_TAKEOVER:
-                    detection = "IDLE"
-                    use_idle = self._idle(min(self.settings.interval, left))
+                    pushed, use_idle = self._idle(min(gap, left))
                 else:
+                    pushed = False
                     time.sleep(min(gap, left))
-                    gap = min(gap * GROWTH, self.settings.interval)
+                gap = min(gap * GROWTH, self.settings.interval)
         except (OSError, IMAPClientError) as exc:
             raise self.network_failure(exc) from exc
 
@@ -289,8 +395,8 @@ class MailboxWatch:
             "mailbox's filters; raise --max-trip-time if delivery is just slow",
         )
 
-    def _idle(self, seconds: float) -> bool:
-        """Wait in IDLE for a push or `seconds`; False if the server refused IDLE."""
+    def _idle(self, seconds: float) -> Tuple[bool, bool]:
+        """Wait in IDLE for a push or `seconds`: (new mail announced, IDLE still usable)."""
         client = self.client
         assert client is not None
         self.phase = "IDLE"
@@ -298,23 +404,31 @@ class MailboxWatch:
         try:
             client.idle()
         except IMAPClientError as exc:
+            if isinstance(exc, IMAPClientAbortError):
+                raise
             self.transcript.note("IMAP", f"IDLE refused ({_server_text(exc)}): polling instead")
-            time.sleep(min(self.settings.interval, seconds))
-            return False
+            time.sleep(seconds)
+            return False, False
         try:
-            client.idle_check(timeout=seconds)
+            responses = client.idle_check(timeout=seconds)
         finally:
             self._arm_timeout()
-            client.idle_done()
-        return True
+            _, more = client.idle_done()
+        return _announces_new_mail(list(responses) + list(more)), True
 
-    def _check(self, probe: ProbeMail) -> Tuple[Optional[int], float]:
-        """One look at the new messages: (uid of the probe or None, time the answer came)."""
+    def _check(self, probe: ProbeMail, force: bool) -> Tuple[Optional[int], float, bool]:
+        """One look at the mailbox: (uid of the probe or None, when the answer came, searched?).
+
+        A NOOP first: it makes the server report what arrived (EXISTS). Only then, or when
+        `force`d, a search among the new UIDs.
+        """
         client = self.client
         assert client is not None
         self._arm_timeout()
         _, responses = client.noop()
         self._notice_uidvalidity(responses)
+        if not (force or _announces_new_mail(responses) or self._exists_seen_elsewhere()):
+            return None, now(), False
         first = self.uidnext or 1
         criteria: List[object] = ["UID", f"{first}:*"]
         if self.settings.search is SearchMethod.SERVER:
@@ -323,7 +437,7 @@ class MailboxWatch:
         candidates = [u for u in client.search(criteria) if u >= first]
         seen_at = now()
         if not candidates:
-            return None, seen_at
+            return None, seen_at, True
         # Server search: the FETCH only confirms the hit, which SEARCH already timed. Local
         # search: the FETCH is the match itself (right even where the server's SEARCH lags).
         headers = self._headers(candidates)
@@ -331,8 +445,16 @@ class MailboxWatch:
             seen_at = now()
         for uid, message_id in headers:
             if message_id == probe.message_id:
-                return uid, seen_at
-        return None, seen_at
+                return uid, seen_at, True
+        return None, seen_at, True
+
+    def _exists_seen_elsewhere(self) -> bool:
+        """An EXISTS that came with another command's answer (imaplib keeps it aside)."""
+        imap = getattr(self.client, "_imap", None)
+        if imap is None:
+            return False
+        _, data = imap.response("EXISTS")  # pops it
+        return data not in ([None], None, [])
 
     def _notice_uidvalidity(self, responses: object) -> None:
         """A new UIDVALIDITY (mailbox recreated) voids UIDNEXT: look at the whole mailbox."""
@@ -373,7 +495,7 @@ class MailboxWatch:
             candidates = list(client.search(["HEADER", MARKER_HEADER, "guid="]))
             if not candidates:
                 return Sweep()
-            stale, kept, own, foreign = [], 0, 0, 0
+            stale, kept_own, kept_foreign, own, foreign = [], 0, 0, 0, 0
             for uid, headers in self._header_fields(candidates):
                 marker = parse_marker(str(headers.get(MARKER_HEADER, "")))
                 if marker is None:
@@ -392,13 +514,15 @@ class MailboxWatch:
                 elif marker.sensor != sensor and age > FOREIGN_PROBE_AGE:
                     stale.append(uid)
                     foreign += 1
+                elif marker.sensor == sensor:
+                    kept_own += 1
                 else:
-                    kept += 1
+                    kept_foreign += 1
             if stale and not self._expunge(stale):
-                return Sweep(kept=kept + len(stale))
+                return Sweep(kept_own=kept_own + own, kept_foreign=kept_foreign + foreign)
             if stale:
                 self.transcript.note("IMAP", f"removed {len(stale)} leftover probe(s): UIDs {stale}")
-            return Sweep(own, foreign, kept)
+            return Sweep(own, foreign, kept_own, kept_foreign)
         except (OSError, IMAPClientError) as exc:
             raise self.network_failure(exc) from exc
 
@@ -458,6 +582,33 @@ class MailboxWatch:
             certificate_days=self.certificate_days,
             fallback=self.fallback,
         )
+
+
+def _announces_new_mail(responses: object) -> bool:
+    """EXISTS or RECENT among parsed untagged responses such as [(3, b'EXISTS')]."""
+    return any(
+        isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
+        for r in (responses if isinstance(responses, (list, tuple)) else ())
+    )
+
+
+def command_bound(max_trip_time: float, interval: float) -> int:
+    """The most IMAP commands one run sends, from the wait schedule (see the module docstring).
+
+    Worst case: every check finds new mail that is not the probe (NOOP + SEARCH + FETCH), and
+    IDLE + DONE around every wait from IDLE_TAKEOVER on.
+    """
+    elapsed, gap, checks, idles = 0.0, FIRST_GAP, 0, 0
+    while True:
+        checks += 1
+        if elapsed >= max_trip_time:
+            break
+        idles += gap >= IDLE_TAKEOVER
+        elapsed += gap
+        gap = min(gap * GROWTH, interval)
+    opening = 5  # CAPABILITY, STARTTLS, CAPABILITY, LOGIN, SELECT
+    closing = 3 + 4 + 1  # delete (STORE, SEARCH DELETED, EXPUNGE), sweep (4), LOGOUT
+    return opening + 3 * checks + 2 * idles + closing
 
 
 def _int(value: object) -> Optional[int]:

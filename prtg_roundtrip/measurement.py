@@ -92,7 +92,7 @@ def channels(m: Measurement, output: OutputSettings) -> Tuple[Channel, ...]:
         result.append(_channel("IMAP Connect and Login", _ms(r.connect_started_at, r.logged_in_at)))
         result.append(_channel("IMAP Checks", float(r.checks), unit="Count", is_float=False))
         result.append(
-            _channel("IMAP Push Used", 1.0 if r.detection == "IDLE" else 0.0, unit="Custom",
+            _channel("IMAP Push Used", 1.0 if r.detection == "IDLE push" else 0.0, unit="Custom",
                      is_float=False, custom_unit="IDLE")
         )
     return tuple(result)

@@ -7,7 +7,7 @@ knows the order of the steps; each step module knows only its own protocol.
 from __future__ import annotations
 
 import time
-from typing import List, NoReturn
+from typing import List, Mapping, NoReturn
 
 from .deadline import RESERVE_SECONDS, Deadline
 from .errors import DeliveryTimeout, ImapError, SendUncertain, SmtpError
@@ -17,17 +17,21 @@ from .probe import ProbeMail, build_probe
 from .report import Report
 from .settings import SearchMethod, Settings
 from .smtp_send import send_probe
+from .state import SweepState
 from .transcript import Transcript
 
 
-def run_round_trip(settings: Settings, transcript: Transcript) -> Report:
+def run_round_trip(settings: Settings, transcript: Transcript, environ: Mapping[str, str]) -> Report:
     deadline = Deadline(settings.timeout)
+    state = SweepState(settings.sensor_id, environ)
+    sweep_due = state.sweep_due()
     notes = budget_notes(settings)
     probe = build_probe(settings.mail, settings.sensor_id, settings.timeout)
     transcript.note("RUN", f"probe {probe.message_id}, subject {probe.subject!r}, sensor {settings.sensor_id}")
     watch = MailboxWatch(settings.imap, settings.tls, deadline, transcript)
     try:
         watch.open()
+        state.probe_in_flight()
         try:
             sent = send_probe(settings.smtp, settings.tls, probe, deadline, transcript)
         except SendUncertain as exc:
@@ -39,9 +43,10 @@ def run_round_trip(settings: Settings, transcript: Transcript) -> Report:
             deleted = False
             notes.append(f"deleting the probe (UID {uid}) failed: {exc.cause}; a later run removes it")
         if deleted:
-            notes.extend(_sweep(watch, settings))
+            notes.extend(_sweep(watch, settings, state, sweep_due))
     finally:
         watch.close()
+        deadline.release()
     measurement = Measurement(
         send=sent,
         receive=watch.result(uid, found_at, detection, checks, deleted),
@@ -90,11 +95,16 @@ def _settle_uncertain_send(watch: MailboxWatch, probe: ProbeMail, uncertain: Sen
     ) from uncertain
 
 
-def _sweep(watch: MailboxWatch, settings: Settings) -> List[str]:
+def _sweep(watch: MailboxWatch, settings: Settings, state: SweepState, due: bool) -> List[str]:
+    """Remove leftover probes when some may exist (see state.py)."""
+    if not due:
+        state.finished(swept=False, own_probes_left=False)
+        return []
     try:
         sweep = watch.sweep(settings.sensor_id, time.time())
     except ImapError as exc:
         return [f"looking for leftover probes failed: {exc.cause}"]
+    state.finished(swept=True, own_probes_left=sweep.kept_own > 0)
     notes = []
     if sweep.removed_own:
         notes.append(f"removed {sweep.removed_own} leftover probe(s) of earlier runs of this sensor")

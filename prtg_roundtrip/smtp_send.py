@@ -12,12 +12,13 @@ import smtplib
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from .deadline import Deadline, now
 from .errors import SendUncertain, SmtpError
 from .probe import ProbeMail
 from .settings import SmtpAuth, SmtpSettings, TlsMode, TlsSettings
+from .sockets import tune
 from .tls import (
     TlsUnavailable,
     certificate_days_left,
@@ -57,8 +58,14 @@ class _SMTP(smtplib.SMTP):
     """smtplib, with its debug output routed into the transcript and the end of DATA timed."""
 
     transcript: Transcript
+    session: _Session
     _host: str  # smtplib's name for the host it verifies the certificate against
     payload_sent_at: Optional[float] = None  # the final "." of the message went out
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        self.session.socket_opened(sock)
+        return sock
 
     def send(self, s: Any) -> None:  # str or bytes, as smtplib passes them
         super().send(s)
@@ -82,21 +89,7 @@ class _SMTP(smtplib.SMTP):
 
 
 class _SMTPS(_SMTP, smtplib.SMTP_SSL):
-    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
-        _quick_ack(sock)
-        return sock
-
-
-def _quick_ack(sock: socket.socket) -> None:
-    # Right after the handshake the server's greeting can sit behind its Nagle algorithm until
-    # our delayed ACK (~40 ms on Linux) goes out: a client artifact, not server latency.
-    option = getattr(socket, "TCP_QUICKACK", None)
-    if option is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
-        except OSError:
-            pass
+    pass
 
 
 class _Session:
@@ -109,61 +102,87 @@ class _Session:
         self.context: Optional[ssl.SSLContext] = make_context(tls) if settings.tls is not TlsMode.OFF else None
         self.conn: Optional[_SMTP] = None
         self.phase = "connect"
+        self.phase_timeout = self._timeout()
 
     # -- failures -------------------------------------------------------------------------
     def fail(self, cause: str, hint: str) -> SmtpError:
         return SmtpError(cause, server=self.settings.server, hint=hint)
 
     def network_failure(self, exc: BaseException) -> SmtpError:
+        if self.deadline.fired:
+            return self.fail(*self.deadline.ran_out(self.phase))
+        if isinstance(exc, smtplib.SMTPResponseException):
+            return self.refused(f"{self.phase} refused", exc.smtp_code, exc.smtp_error)
         if isinstance(exc, smtplib.SMTPServerDisconnected):
-            return self.fail(
-                f"the server closed the connection during {self.phase}",
-                "Check the server's log; it may limit connections or reject this client",
-            )
-        cause, hint = describe_network_error(exc, self._timeout())
+            if isinstance(exc.__context__, (socket.timeout, TimeoutError)):
+                exc = exc.__context__
+            else:
+                return self.fail(
+                    f"the server closed the connection during {self.phase}",
+                    "Check the server's log; it may limit connections or reject this client",
+                )
+        cause, hint = describe_network_error(exc, self.phase_timeout)
         return self.fail(f"{cause} during {self.phase}", hint)
+
+    def refused(self, what: str, code: int, msg: object) -> SmtpError:
+        if not 200 <= code <= 599:  # smtplib's -1: a line that is no SMTP reply at all
+            return self.fail(
+                f"unexpected reply during {self.phase}, not SMTP: {_text(msg)[:120]!r}",
+                "Check that the port belongs to an SMTP server (and the TLS mode: implicit TLS or not)",
+            )
+        return self.fail(f"{what}: {_reply(code, msg)}", _refusal_hint(code))
 
     def _timeout(self) -> float:
         return self.deadline.cap(self.settings.timeout)
 
     def _set_timeout(self) -> None:
+        self.phase_timeout = self._timeout()
         if self.conn is not None and self.conn.sock is not None:
-            self.conn.sock.settimeout(self._timeout())
+            self.conn.sock.settimeout(self.phase_timeout)
+            self.deadline.guard(self.conn.sock)  # again after STARTTLS: a new socket object
+
+    def socket_opened(self, sock: socket.socket) -> None:
+        tune(sock)
+        self.deadline.guard(sock)
+        self.phase = "greeting"
 
     # -- phases ---------------------------------------------------------------------------
     def connect(self, implicit: bool) -> None:
         self.phase = "connect (TLS handshake)" if implicit else "connect"
         helo, timeout = self.settings.helo, self._timeout()
-        conn: Union[_SMTP, _SMTPS]
+        self.phase_timeout = timeout
+        conn: _SMTP
         if implicit:
             conn = _SMTPS(local_hostname=helo, timeout=timeout, context=self.context)
         else:
             conn = _SMTP(local_hostname=helo, timeout=timeout)
         conn.transcript = self.transcript
+        conn.session = self
         conn._host = self.settings.host
         conn.set_debuglevel(1)
         self.conn = conn
         self.transcript.note("SMTP", f"connecting to {self.settings.server}" + (" with TLS" if implicit else ""))
         try:
-            conn.connect(self.settings.host, self.settings.port)
-        except smtplib.SMTPConnectError as exc:
-            raise self.fail(
-                f"the server refused the session: {_reply(exc.smtp_code, exc.smtp_error)}",
-                "Check that this is an SMTP server and that it accepts connections from this probe",
-            ) from None
+            code, msg = conn.connect(self.settings.host, self.settings.port)
         except (OSError, smtplib.SMTPException) as exc:
             if implicit and peer_is_not_tls(exc):
                 raise TlsUnavailable(str(exc)) from exc
             raise self.network_failure(exc) from exc
+        if code != 220:
+            raise self.refused("the server refused the session at its greeting", code, msg)
 
     def hello(self) -> None:
         assert self.conn is not None
         self.phase = "EHLO"
         self._set_timeout()
         code, msg = self.conn.ehlo()
+        if code == -1:
+            raise self.refused("EHLO", code, msg)
         if code != 250:
             code, msg = self.conn.helo()
             if code != 250:
+                if not 200 <= code <= 599:
+                    raise self.refused("HELO", code, msg)
                 raise self.fail(
                     f"EHLO/HELO rejected: {_reply(code, msg)}",
                     "Check the HELO ident (--helo); some servers demand this host's valid DNS name",
@@ -175,7 +194,7 @@ class _Session:
         self._set_timeout()
         code, msg = self.conn.starttls(context=self.context)
         if code != 220:
-            raise self.fail(f"STARTTLS refused: {_reply(code, msg)}", "Check the server's TLS configuration")
+            raise self.refused("STARTTLS refused", code, msg)
         self.hello()
 
     def authenticate(self, user: str, password: str) -> None:
@@ -191,12 +210,14 @@ class _Session:
         try:
             self.conn.login(user, password)
         except smtplib.SMTPAuthenticationError as exc:
+            if not 200 <= exc.smtp_code <= 599:
+                raise self.refused("AUTH", exc.smtp_code, exc.smtp_error) from None
             raise self.fail(
                 f"login rejected: {_reply(exc.smtp_code, exc.smtp_error)}",
                 "Check --smtp-user and --smtp-password",
             ) from None
         except smtplib.SMTPException as exc:
-            if isinstance(exc, smtplib.SMTPServerDisconnected):
+            if isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException)):
                 raise
             raise self.fail(f"authentication failed: {exc}", "Check the mechanisms the server offers") from None
 
@@ -206,36 +227,40 @@ class _Session:
         self._set_timeout()
         code, msg = self.conn.mail(probe.sender)
         if code != 250:
-            raise self.fail(f"sender <{probe.sender}> rejected at MAIL FROM: {_reply(code, msg)}", _refusal_hint(code))
+            raise self.refused(f"sender <{probe.sender}> rejected at MAIL FROM", code, msg)
         self.phase = "RCPT TO"
         code, msg = self.conn.rcpt(probe.recipient)
         if code not in (250, 251):
-            raise self.fail(
-                f"recipient <{probe.recipient}> rejected at RCPT TO: {_reply(code, msg)}", _refusal_hint(code)
-            )
+            raise self.refused(f"recipient <{probe.recipient}> rejected at RCPT TO", code, msg)
         self.phase = "DATA"
         try:
             code, msg = self.conn.data(probe.data)
+        except smtplib.SMTPDataError as exc:  # before OSError: every SMTPException is an OSError
+            raise self.refused("DATA refused", exc.smtp_code, exc.smtp_error) from None
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
-            sent_at = getattr(self.conn, "payload_sent_at", None)
+            sent_at = self.conn.payload_sent_at
             if sent_at is None:
                 raise
-            cause, _ = describe_network_error(exc, self._timeout())
-            if isinstance(exc, smtplib.SMTPServerDisconnected):
-                cause = "the server closed the connection"
             raise SendUncertain(
-                f"send uncertain: the whole message was sent, then {cause} before the server "
-                "confirmed it after DATA",
+                f"send uncertain: the whole message was sent, then {self._broken_because(exc)} before the "
+                "server confirmed it after DATA",
                 server=self.settings.server,
                 sent_at=sent_at,
             ) from exc
-        except smtplib.SMTPDataError as exc:
-            raise self.fail(
-                f"DATA refused: {_reply(exc.smtp_code, exc.smtp_error)}", _refusal_hint(exc.smtp_code)
-            ) from None
         if code != 250:
-            raise self.fail(f"message rejected after DATA: {_reply(code, msg)}", _refusal_hint(code))
+            raise self.refused("message rejected after DATA", code, msg)
         return _text(msg)
+
+    def _broken_because(self, exc: BaseException) -> str:
+        if self.deadline.fired:
+            return f"the run's --timeout budget ({self.deadline.budget:g} s) ran out"
+        if isinstance(exc, smtplib.SMTPServerDisconnected) and isinstance(
+            exc.__context__, (socket.timeout, TimeoutError)
+        ):
+            exc = exc.__context__
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return f"the server did not answer within {self.phase_timeout:g} s"
+        return "the server closed the connection"
 
     def close(self) -> None:
         if self.conn is None:

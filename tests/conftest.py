@@ -11,6 +11,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -32,6 +33,9 @@ def _load_tool(name: str) -> Any:
 
 check_output = _load_tool("check_output")
 mailstack = _load_tool("mailstack")
+
+# Each test session starts with no memory of earlier sweeps (prtg_roundtrip/state.py).
+os.environ["PRTG_RT_STATE_DIR"] = tempfile.mkdtemp(prefix="prtg-rt-state-")
 
 
 @dataclass
