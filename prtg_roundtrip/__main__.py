@@ -1,5 +1,5 @@
 """`python -m prtg_roundtrip`: the same as the `prtg-roundtrip` command."""
 
-from .cli import main
+from .cli import run
 
-raise SystemExit(main())
+run()

@@ -356,8 +356,8 @@ class MailboxWatch:
             while True:
                 self.phase = "checking the mailbox"
                 # Search when the server announced new mail, and in any case once per --interval
-                # (first check included), for servers that announce nothing.
-                full = now() - last_full >= self.settings.interval
+                # (the first check included) and at the very end, for servers that announce nothing.
+                full = now() - last_full >= self.settings.interval or now() >= end
                 uid, seen_at, searched = self._check(probe, force=full or pushed)
                 checks += 1
                 if searched and full:
