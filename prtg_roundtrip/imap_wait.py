@@ -343,6 +343,7 @@ class MailboxWatch:
             ) from None
         self.uidvalidity = _int(status.get(b"UIDVALIDITY"))
         self.uidnext = _int(status.get(b"UIDNEXT"))
+        self._exists_seen_elsewhere()  # SELECT's own EXISTS is the baseline, not news
 
     # -- waiting --------------------------------------------------------------------------
     def wait_for(self, probe: ProbeMail, accepted_at: float) -> Tuple[int, float, str, int]:
@@ -427,7 +428,8 @@ class MailboxWatch:
         self._arm_timeout()
         _, responses = client.noop()
         self._notice_uidvalidity(responses)
-        if not (force or _announces_new_mail(responses) or self._exists_seen_elsewhere()):
+        announced = self._exists_seen_elsewhere() | _announces_new_mail(responses)  # drain both, always
+        if not (force or announced):
             return None, now(), False
         first = self.uidnext or 1
         criteria: List[object] = ["UID", f"{first}:*"]
