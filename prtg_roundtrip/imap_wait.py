@@ -203,7 +203,7 @@ class MailboxWatch:
         if not bye:
             return ""
         last = bye[-1]
-        return (last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last)).strip()
+        return (last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last)).strip().rstrip(".")
 
     def socket_opened(self, sock: Any) -> None:
         tune(sock)
@@ -355,7 +355,7 @@ class MailboxWatch:
         gap, checks, pushed, last_full = FIRST_GAP, 0, False, float("-inf")
         try:
             while True:
-                self.phase = "checking the mailbox"
+                self.phase = "the mailbox check"
                 # Search when the server announced new mail, and in any case once per --interval
                 # (the first check included) and at the very end, for servers that announce nothing.
                 full = now() - last_full >= self.settings.interval or now() >= end

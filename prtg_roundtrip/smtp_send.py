@@ -242,8 +242,8 @@ class _Session:
             if sent_at is None:
                 raise
             raise SendUncertain(
-                f"send uncertain: the whole message was sent, then {self._broken_because(exc)} before the "
-                "server confirmed it after DATA",
+                "send uncertain: the whole message went out, but the server did not confirm it after DATA "
+                f"({self._broken_because(exc)})",
                 server=self.settings.server,
                 sent_at=sent_at,
             ) from exc
@@ -253,14 +253,14 @@ class _Session:
 
     def _broken_because(self, exc: BaseException) -> str:
         if self.deadline.fired:
-            return f"the run's --timeout budget ({self.deadline.budget:g} s) ran out"
+            return f"the run's --timeout budget of {self.deadline.budget:g} s ran out"
         if isinstance(exc, smtplib.SMTPServerDisconnected) and isinstance(
             exc.__context__, (socket.timeout, TimeoutError)
         ):
             exc = exc.__context__
         if isinstance(exc, (socket.timeout, TimeoutError)):
-            return f"the server did not answer within {self.phase_timeout:g} s"
-        return "the server closed the connection"
+            return f"no answer within {self.phase_timeout:.1f} s"
+        return "it closed the connection"
 
     def close(self) -> None:
         if self.conn is None:

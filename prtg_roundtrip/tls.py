@@ -100,7 +100,7 @@ def describe_network_error(exc: BaseException, timeout: Optional[float] = None) 
             "Check that the server runs and listens on this port, and that no firewall rejects it",
         )
     if isinstance(exc, (socket.timeout, TimeoutError)):
-        after = f" within {timeout:g} s" if timeout else ""
+        after = f" within {timeout:.1f} s" if timeout else ""
         return (
             f"no answer{after} (timed out)",
             "Check that the server is reachable and responsive; a firewall that drops packets "

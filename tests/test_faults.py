@@ -262,7 +262,7 @@ def test_smtp_connection_dropped_mid_command(stack, mailbox, servers, case, faul
     ("case", "fault", "phase", "after_send"),
     [
         ("mid-reply to SELECT", Fault("drop", "SELECT", reply="* FLAGS (\\Seen \\Deleted)\r\n"), "SELECT", False),
-        ("at SEARCH while waiting", Fault("drop", "SEARCH", after=1), ("checking the mailbox", "SEARCH"), True),
+        ("at SEARCH while waiting", Fault("drop", "SEARCH", after=1), ("the mailbox check", "SEARCH"), True),
     ],
 )
 def test_imap_connection_dropped_mid_command(stack, mailbox, servers, case, fault, phase, after_send):
@@ -420,7 +420,7 @@ def test_mailbox_deleted_during_the_run(stack, mailbox, servers, case, fault):
     smtp = servers(FakeSmtpServer())
     run = sensor(f"imap: mailbox deleted ({case})", imap_leg(stack, imap, smtp))
     expect(run, "IMAP receive", ("deleted", "doesn't exist", "does not exist", "NONEXISTENT"),
-           ("checking the mailbox", "while waiting", "NOOP", "SEARCH"), absent=["did not arrive"])
+           ("the mailbox check", "while waiting", "NOOP", "SEARCH"), absent=["did not arrive"])
     assert len(smtp.messages) == 1, "the fault should strike after the probe was sent"
     nothing_left(mailbox)
 
