@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Dict, List, Optional, Tuple, Union
 
+from conftest import mailstack
+
 HOST = "127.0.0.1"
 LIFETIME = 60.0  # seconds a server lives at most
 POLL = 0.1  # how often blocked threads look at the stop flag
@@ -481,15 +483,9 @@ class HangingPort:
 
 # -- TLS ------------------------------------------------------------------------------------
 
-LEAF_EXTENSIONS = """\
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth, clientAuth
-subjectAltName = {san}
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid, issuer
-"""
-SERVER_SAN = "DNS:localhost, IP:127.0.0.1"
+# The same certificate profile as the stack's own (Python 3.13's strict verification wants it).
+LEAF_EXTENSIONS = mailstack.TLS_LEAF_EXTENSIONS
+SERVER_SAN = mailstack.SERVER_SAN
 EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
 
 
