@@ -44,9 +44,6 @@ class Deadline:
         """`seconds`, or what is left of the budget if that is less (never below 10 ms)."""
         return max(0.01, min(seconds, self.remaining()))
 
-    def expired(self) -> bool:
-        return now() >= self.end
-
     def guard(self, sock: socket.socket) -> None:
         """Shut `sock` down when the budget runs out (the socket itself stays the caller's)."""
         with self._lock:

@@ -103,9 +103,5 @@ class Transcript:
             return MASK
         return text
 
-    @property
-    def lines(self) -> Tuple[str, ...]:
-        return tuple(self._lines)
-
     def text(self) -> str:
         return "\n".join(self._lines) + ("\n" if self._lines else "")
