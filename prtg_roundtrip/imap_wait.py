@@ -621,8 +621,11 @@ def _int(value: object) -> Optional[int]:
 
 
 def _server_text(exc: BaseException) -> str:
+    """The server's own words from an IMAPClient error, without the library's wrapping."""
     text = str(exc)
     for prefix in ("b'", 'b"'):
         text = text.replace(prefix, "")
-    return text.strip("'\" ") or type(exc).__name__
+    text = re.sub(r"^(select|login|search|fetch|store|expunge|idle) failed: ", "", text.strip("'\" "))
+    text = re.sub(r"\s*\(\d+\.\d+(?: \+ \d+\.\d+)* secs\)", "", text)  # Dovecot's timing note
+    return text.rstrip(". ") or type(exc).__name__
 

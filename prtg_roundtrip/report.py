@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Optional, Tuple
@@ -37,17 +38,19 @@ class Channel:
     def has_limits(self) -> bool:
         return self.limit_max_warning is not None or self.limit_max_error is not None
 
-    @property
-    def v2_type(self) -> str:
-        return "float" if self.is_float else "integer"
-
+    # Script v2 knows kinds, not units: times stay float milliseconds, everything else is a
+    # whole count (certificate days rounded down: 0 means "expires within a day").
     @property
     def v2_kind(self) -> str:
         return "time_milliseconds" if self.unit == "TimeResponse" else "count"
 
     @property
+    def v2_type(self) -> str:
+        return "float" if self.v2_kind == "time_milliseconds" else "integer"
+
+    @property
     def v2_value(self) -> str:
-        return self.value_text if self.is_float else str(round(self.value))
+        return self.value_text if self.v2_type == "float" else str(math.floor(self.value))
 
 
 @dataclass(frozen=True)
