@@ -174,7 +174,7 @@ def _stdin_params(stdin: Optional[IO[bytes]]) -> List[str]:
     try:
         if stream.isatty():
             return []
-        if os.name != "nt":  # don't hang on a pipe nobody writes to
+        if os.name != "nt" and _has_fileno(stream):  # don't hang on a pipe nobody writes to
             import select
 
             if not select.select([stream], [], [], STDIN_WAIT_SECONDS)[0]:
@@ -188,6 +188,14 @@ def _stdin_params(stdin: Optional[IO[bytes]]) -> List[str]:
         return shlex.split(text, posix=os.name != "nt")
     except ValueError as exc:
         raise ParameterError(f"the parameters on stdin do not split ({exc})", hint="Check the quotes") from None
+
+
+def _has_fileno(stream: IO[bytes]) -> bool:
+    try:
+        stream.fileno()
+    except (OSError, ValueError):  # an in-memory stream
+        return False
+    return True
 
 
 _OUTPUT_LOCK = threading.Lock()
@@ -264,12 +272,12 @@ def main(
         return credentials_main(argv[1:])
     from .secrets import environment_secrets
 
-    default = OutputFormat.PRTG_XML
+    default = fmt = OutputFormat.PRTG_XML if argv else OutputFormat.SCRIPT_V2
     secrets: Tuple[str, ...] = environment_secrets(environ)
     verbose, settings, transcript, values = False, None, None, {}
     try:
         if not argv:  # Script v2: parameters on stdin, and its format unless told otherwise
-            argv, default = _stdin_params(stdin), OutputFormat.SCRIPT_V2
+            argv = _stdin_params(stdin)
         fmt = _sniff_format(argv, default)
         secrets += _sniff_secrets(argv)
         parser = build_parser()
@@ -281,7 +289,6 @@ def main(
         if stdout is None:  # a real process (tests that pass a buffer run in-process)
             _last_resort(settings.timeout, fmt, stdout)
         from .roundtrip import run_round_trip
-        from .transcript import Transcript
 
         console = not verbose and sys.stderr.isatty()
         transcript = Transcript(secrets, echo=sys.stderr if verbose else None, progress=sys.stderr if console else None)

@@ -282,3 +282,10 @@ def test_progress_goes_only_to_a_terminal():
     t.progress(None)
     assert "waiting 1 s" in tty.getvalue() and tty.getvalue().endswith("\n")
     assert "waiting" not in quiet.getvalue()
+
+
+def test_unbalanced_quotes_on_stdin_give_a_script_v2_error_document():
+    out = io.BytesIO()
+    code = cli.main([], environ={}, stdout=out, stdin=io.BytesIO(b'--from "a@example.com'))
+    doc = check_output.parse(out.getvalue().decode("utf-8"), "script-v2")
+    assert code == 0 and doc.error and "do not split" in doc.text
