@@ -8,6 +8,7 @@ error mapping and rendering.
 from __future__ import annotations
 
 import io
+import shlex
 import socket
 from typing import List
 from unittest import mock
@@ -95,3 +96,29 @@ def test_the_property_harness_reaches_the_network_step():
     code, text, attempts = run(list(VALID), {})
     assert code == 0 and attempts == [("127.0.0.1", 143)]
     assert check_output.parse(text).text.startswith("IMAP receive (127.0.0.1:143): connection refused")
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.one_of(st.text(max_size=80), st.lists(tokens, max_size=8).map(" ".join)))
+def test_any_parameters_on_stdin_give_one_script_v2_document(text):
+    """Script v2's path: no arguments, the Parameters field on stdin (quotes may not balance)."""
+    out = io.BytesIO()
+
+    def refuse(address, *args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused (test)")
+
+    with mock.patch.object(socket, "create_connection", refuse):
+        code = cli.main([], environ={}, stdout=out, stdin=io.BytesIO(text.encode("utf-8", "surrogatepass")))
+    document = out.getvalue().decode("utf-8")
+    fmt = cli._sniff_format(_split(text), cli.OutputFormat.SCRIPT_V2)
+    if fmt.value == "text":
+        assert code in (0, 1)
+        return
+    assert code == 0 and check_output.check(document, fmt.value) == [], document
+
+
+def _split(text: str) -> List[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:  # the sensor then answers with a Script v2 error document
+        return []
