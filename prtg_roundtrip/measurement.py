@@ -104,13 +104,16 @@ def summary(m: Measurement) -> Tuple[str, bool]:
     text = (
         f"Round trip {m.total_ms:.1f} ms: SMTP {s.server} over {s.security} accepted the probe in "
         f"{m.smtp_ms:.1f} ms; IMAP {r.server} over {r.security} found it in {r.mailbox!r} "
-        f"{m.imap_ms:.1f} ms later by {m.search} ({r.detection}, {r.checks} checks)"
+        f"{m.imap_ms:.1f} ms later by {m.search} ({r.detection}, {r.checks} check{'s' if r.checks != 1 else ''})"
     )
     warning = False
     if r.deleted:
         text += " and deleted."
     else:
-        text += "; it was flagged \\Deleted but not expunged (see the text of the IMAP step)."
+        text += (
+            "; it was only flagged \\Deleted, not expunged: the server lacks UIDPLUS and other messages "
+            "are flagged \\Deleted, which a plain EXPUNGE would remove too. A later run removes it."
+        )
         warning = True
     notes = list(m.notes)
     if s.fallback:
