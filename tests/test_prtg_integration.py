@@ -162,3 +162,45 @@ def test_every_document_is_utf8_without_bom_whatever_the_locale(stack, mailbox):
     raw = run.stdout.encode("utf-8")
     assert not raw.startswith(b"\xef\xbb\xbf")
     assert check_output.check(run.stdout) == []
+
+
+def _without_login(args):
+    return without(args, "--imap-user", "--imap-password")
+
+
+def test_python_script_advanced_entry_end_to_end(stack, mailbox):
+    """PRTG's Python Script Advanced: one JSON argument with the device's data."""
+    import json
+    import shlex
+
+    probe = stack["users"]["probe"]
+    params = shlex.join(_without_login(base_args(stack)) + ["--credentials", "linux"])
+    data = {"host": "127.0.0.1", "params": params, "linuxloginusername": probe["login"],
+            "linuxloginpassword": probe["password"]}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("prtg_")}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "prtg_roundtrip_python.py"), json.dumps(data)],
+                          capture_output=True, env=env, cwd="/", timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.decode("utf-8")
+    assert check_output.check(text, "prtg-json") == [], text
+    doc = check_output.parse(text, "prtg-json")
+    assert not doc.error, doc.text
+    assert probe["password"] not in text + proc.stderr.decode("utf-8", "replace")
+    assert probe_uids(mailbox) == []
+
+
+def test_linux_launcher_as_script_v2_end_to_end(stack, mailbox, tmp_path):
+    """The multi-platform probe's Script v2: the .sh with its parameters on stdin, no arguments."""
+    import shutil
+
+    launcher = Path(shutil.copy2(ROOT / "scripts" / "prtg-roundtrip.sh", tmp_path / "prtg-roundtrip.sh"))
+    launcher.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("prtg_")}
+    env["PRTG_ROUNDTRIP_PYTHON"] = sys.executable
+    line = " ".join(f"'{a}'" for a in base_args(stack))
+    proc = subprocess.run([str(launcher)], input=line.encode(), capture_output=True, env=env, cwd=str(ROOT),
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.decode("utf-8")
+    assert check_output.check(text, "script-v2") == [], text
+    assert '"status": "ok"' in text and probe_uids(mailbox) == []
