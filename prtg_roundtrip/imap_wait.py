@@ -72,10 +72,6 @@ class Sweep:
     kept_own: int = 0  # this sensor's, still within their run's budget (in flight)
     kept_foreign: int = 0  # other sensors', younger than a day
 
-    @property
-    def removed(self) -> int:
-        return self.removed_own + self.removed_foreign
-
 
 @dataclass(frozen=True)
 class ReceiveResult:

@@ -49,10 +49,6 @@ class SendResult:
     password_in_clear: bool = False
     fallback: Optional[str] = None  # why an "if available" mode went without TLS
 
-    @property
-    def tls(self) -> bool:
-        return self.security != "plain text"
-
 
 class _SMTP(smtplib.SMTP):
     """smtplib, with its debug output routed into the transcript and the end of DATA timed."""
