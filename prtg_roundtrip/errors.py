@@ -62,3 +62,9 @@ class DeliveryTimeout(ImapError):
     """The probe mail was accepted by SMTP but did not arrive in time."""
 
     step = "Delivery"
+
+
+class TokenError(RoundTripError):
+    """Getting an OAuth2 access token failed (before any mail was sent)."""
+
+    step = "OAuth2 token"

@@ -12,11 +12,26 @@ prtg_windowsuser/prtg_windowspassword (with "Set placeholders as environment val
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional, Set, Tuple
 
 from .errors import ParameterError
 
 PREFIXES = ("env:", "file:", "keyring:", "literal:")
+
+# Every secret value this process has seen (passwords, tokens, client secrets, refresh tokens,
+# assertions): whatever resolves or fetches one registers it, and every output path redacts
+# what is registered here, so redaction works on the values, not on option names.
+_REGISTERED: Set[str] = set()
+
+
+def register(*values: Optional[str]) -> None:
+    """Add secret values to the redaction registry (empty values are ignored)."""
+    _REGISTERED.update(v for v in values if v)
+
+
+def registered() -> Tuple[str, ...]:
+    """Every registered secret value."""
+    return tuple(_REGISTERED)
 
 
 def resolve(value: Optional[str], option: str, environ: Mapping[str, str]) -> Optional[str]:
