@@ -90,6 +90,21 @@ class OAuth2Auth:
     user: str
     source: TokenSource
     mechanism: Mechanism = Mechanism.AUTO
+    allow_plain_loopback: bool = False  # --oauth2-allow-plain: tokens in clear to loopback only
 
 
 Auth = Union[NoAuth, PasswordAuth, OAuth2Auth]
+
+
+@dataclass(frozen=True)
+class BearerLogin:
+    """An OAuth2 login ready to send: what the token step makes of an OAuth2Auth."""
+
+    user: str
+    token: str = field(repr=False)
+    mechanism: Mechanism = Mechanism.AUTO
+    allow_plain_loopback: bool = False  # --oauth2-allow-plain: tokens in clear to loopback only
+
+
+Login = Union[NoAuth, PasswordAuth, BearerLogin]
+"""What a protocol's login step takes."""

@@ -15,6 +15,7 @@ import time
 from typing import IO, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from . import __version__
+from .auth import AuthMethod, Mechanism, Provider
 from .errors import ParameterError, RoundTripError
 from .report import Report
 from .settings import (
@@ -23,7 +24,6 @@ from .settings import (
     OutputFormat,
     SearchMethod,
     Settings,
-    SmtpAuth,
     TlsMode,
     WaitMethod,
     build_settings,
@@ -93,13 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     smtp.add_argument("--smtp-port", type=_port, metavar="PORT", help="default 25, or 465 with --smtp-tls tls")
     smtp.add_argument("--smtp-timeout", type=_seconds(1, MAX_SECONDS), default=15.0, metavar="SEC",
                       help="timeout for the SMTP connection, 1-900 s (default 15)")
-    smtp.add_argument("--smtp-auth", choices=_choices(SmtpAuth), default=SmtpAuth.NONE.value)
-    smtp.add_argument("--smtp-user", metavar="USER")
+    smtp.add_argument("--smtp-auth", choices=_choices(AuthMethod), default=AuthMethod.NONE.value,
+                      help="none (default), password, or oauth2 (XOAUTH2/OAUTHBEARER with a token)")
+    smtp.add_argument("--smtp-user", metavar="USER", help="login name (with oauth2: the mailbox to send as)")
     smtp.add_argument("--smtp-password", metavar="PASSWORD",
                       help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER")
     smtp.add_argument("--smtp-credentials", choices=_choices(Credentials),
                       help="take user and password from the device's Linux or Windows credentials "
                       "(prtg_linuxuser/... placeholders as environment values)")
+    smtp.add_argument("--smtp-refresh-token", metavar="REF",
+                      help="oauth2 refresh-token grant: the SMTP user's refresh token (env:, file:, keyring:)")
+    smtp.add_argument("--smtp-token-command", metavar="CMD",
+                      help="oauth2: a command that prints an access token for the SMTP user")
     smtp.add_argument("--smtp-tls", choices=_choices(TlsMode), default=TlsMode.STARTTLS_IF_AVAILABLE.value,
                       help="transport-level security for SMTP (default starttls-if-available)")
 
@@ -108,11 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     imap.add_argument("--imap-port", type=_port, metavar="PORT", help="default 143, or 993 with --imap-tls tls")
     imap.add_argument("--imap-timeout", type=_seconds(1, MAX_SECONDS), default=15.0, metavar="SEC",
                       help="timeout for connecting and for each IMAP command, 1-900 s (default 15)")
+    imap.add_argument("--imap-auth", choices=[AuthMethod.PASSWORD.value, AuthMethod.OAUTH2.value],
+                      default=AuthMethod.PASSWORD.value,
+                      help="password (default), or oauth2 (XOAUTH2/OAUTHBEARER with a token)")
     imap.add_argument("--imap-user", metavar="USER")
     imap.add_argument("--imap-password", metavar="PASSWORD",
                       help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER")
     imap.add_argument("--imap-credentials", choices=_choices(Credentials),
                       help="take user and password from the device's Linux or Windows credentials")
+    imap.add_argument("--imap-refresh-token", metavar="REF",
+                      help="oauth2 refresh-token grant: the IMAP user's refresh token (env:, file:, keyring:)")
+    imap.add_argument("--imap-token-command", metavar="CMD",
+                      help="oauth2: a command that prints an access token for the IMAP user")
     imap.add_argument("--imap-tls", choices=_choices(TlsMode), default=TlsMode.STARTTLS_IF_AVAILABLE.value,
                       help="transport-level security for IMAP (default starttls-if-available)")
     imap.add_argument("--mailbox", default="INBOX", metavar="NAME",
@@ -125,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="server: IMAP SEARCH (default); local: read the new messages' headers")
     imap.add_argument("--wait", choices=_choices(WaitMethod), default=WaitMethod.AUTO.value,
                       help="auto: IDLE where offered, else polling (default); poll: never IDLE")
+
+    oauth = p.add_argument_group("OAuth2 (one client for both legs; see the README for Microsoft 365 and Google)")
+    oauth.add_argument("--oauth2-provider", choices=_choices(Provider),
+                       help="microsoft365: app-only client credentials; google: service account or refresh "
+                       "token; generic: RFC 6749 at --oauth2-token-url")
+    oauth.add_argument("--oauth2-mechanism", choices=_choices(Mechanism), default=Mechanism.AUTO.value,
+                       help="SASL mechanism: auto (OAUTHBEARER where offered, else XOAUTH2), xoauth2, oauthbearer")
+    oauth.add_argument("--oauth2-tenant", metavar="ID", help="Microsoft 365: the tenant id or domain")
+    oauth.add_argument("--oauth2-client-id", metavar="ID", help="the app's (client) id")
+    oauth.add_argument("--oauth2-client-secret", metavar="REF",
+                       help="the client secret, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER")
+    oauth.add_argument("--oauth2-certificate", metavar="PATH",
+                       help="Microsoft 365: PEM file with the app's private key and certificate")
+    oauth.add_argument("--oauth2-service-account", metavar="PATH",
+                       help="Google: the service account's JSON key (domain-wide delegation), or a reference")
+    oauth.add_argument("--oauth2-token-url", metavar="URL",
+                       help="generic: the token endpoint; others: overrides the provider's endpoint")
+    oauth.add_argument("--oauth2-scope", metavar="SCOPE", help="default: the provider's mail scope")
+    oauth.add_argument("--oauth2-allow-plain", action="store_true",
+                       help="allow sending tokens without TLS to a loopback server (tests only)")
 
     sec = p.add_argument_group("certificates")
     sec.add_argument("--ca-file", metavar="PATH", help="PEM file of extra trusted CA certificates")
@@ -234,16 +266,22 @@ def _last_resort(budget: float, fmt: OutputFormat, stdout: Optional[IO[bytes]]) 
     return timer
 
 
+SECRET_OPTION_WORDS = ("password", "secret", "refresh-token")
+
+
 def _sniff_secrets(argv: Sequence[str]) -> Tuple[str, ...]:
-    """Password values on the command line, for redaction even when parsing fails."""
+    """Secret values on the command line, for redaction even when parsing fails. A reference
+    (env:, file:, keyring:) is not a secret: error texts must be able to name it."""
+    from .secrets import PREFIXES
+
     found = []
     for i, arg in enumerate(argv):
         name, _, value = arg.partition("=")
-        if name.startswith("--") and "password" in name:
-            if value:
+        if name.startswith("--") and any(word in name for word in SECRET_OPTION_WORDS):
+            if not value and i + 1 < len(argv):
+                value = argv[i + 1]
+            if value and not (value.startswith(PREFIXES) and not value.startswith("literal:")):
                 found.append(value)
-            elif i + 1 < len(argv):
-                found.append(argv[i + 1])
     return tuple(found)
 
 
@@ -284,7 +322,6 @@ def main(
         parser.set_defaults(format=default.value)
         values = vars(parser.parse_args(argv))
         settings = build_settings(values, environ)
-        secrets += settings.secrets()
         fmt, verbose = settings.output.format, settings.output.verbose
         if stdout is None:  # a real process (tests that pass a buffer run in-process)
             _last_resort(settings.timeout, fmt, stdout)

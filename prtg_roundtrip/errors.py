@@ -6,7 +6,7 @@ administrator can act on, and what to try. Nothing here formats output: render.p
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 
 class RoundTripError(Exception):
@@ -14,19 +14,25 @@ class RoundTripError(Exception):
 
     step = "Sensor"
 
-    def __init__(self, cause: str, *, server: Optional[str] = None, hint: Optional[str] = None):
+    def __init__(self, cause: str, *, server: Optional[str] = None, hint: Optional[str] = None,
+                 token_refused: bool = False):
         super().__init__(cause)
         self.cause = cause
         self.server = server
         self.hint = hint
+        self.token_refused = token_refused  # the mail server refused an OAuth2 access token
+        self.notes: List[str] = []  # said on every outcome, e.g. a password sent without TLS
 
     def message(self) -> str:
-        """One line: step, server, cause, what to try."""
+        """One line: step, server, cause, what to try, and any notes."""
         where = f"{self.step} ({self.server})" if self.server else self.step
         text = f"{where}: {self.cause}"
         if self.hint:
             text += f". {self.hint}"
-        return text.rstrip(".") + "."
+        text = text.rstrip(".") + "."
+        if self.notes:
+            text += " Note: " + "; ".join(self.notes) + "."
+        return text
 
 
 class ParameterError(RoundTripError):

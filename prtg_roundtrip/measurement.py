@@ -12,12 +12,13 @@ each states its start and end.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 from .imap_wait import ReceiveResult
 from .report import Channel, Report
 from .settings import ChannelSet, OutputSettings
 from .smtp_send import SendResult
+from .tls import Security
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Measurement:
     send: SendResult
     receive: ReceiveResult
     search: str  # "server search" or "local search"
+    token_seconds: Optional[float] = None  # getting OAuth2 tokens, before both legs (None: no OAuth2)
     notes: Tuple[str, ...] = ()
 
     @property
@@ -58,6 +60,7 @@ CHANNEL_IDS = {
     "IMAP Connect and Login": 24,
     "IMAP Checks": 25,
     "IMAP Push Used": 26,
+    "Token": 27,
 }
 
 
@@ -74,7 +77,8 @@ def channels(m: Measurement, output: OutputSettings) -> Tuple[Channel, ...]:
     s, r = m.send, m.receive
     # Days until each verified server certificate expires, where TLS was used: PRTG can alarm
     # before a certificate lapses (set a lower limit on the channel).
-    for name, days in (("SMTP Certificate", s.certificate_days), ("IMAP Certificate", r.certificate_days)):
+    for name, days in (("SMTP Certificate", s.security.certificate_days),
+                       ("IMAP Certificate", r.security.certificate_days)):
         if days is not None:
             result.append(_channel(name, days, unit="Custom", custom_unit="days"))
     if output.channels is ChannelSet.DETAILED:
@@ -95,6 +99,9 @@ def channels(m: Measurement, output: OutputSettings) -> Tuple[Channel, ...]:
             _channel("IMAP Push Used", 1.0 if r.detection == "IDLE push" else 0.0, unit="Custom",
                      is_float=False, custom_unit="IDLE")
         )
+        if m.token_seconds is not None:
+            # getting the OAuth2 access tokens, before the watch is armed (0 when cached)
+            result.append(_channel("Token", m.token_seconds * 1000.0))
     return tuple(result)
 
 
@@ -115,18 +122,19 @@ def summary(m: Measurement) -> Tuple[str, bool]:
             "are flagged \\Deleted, which a plain EXPUNGE would remove too. A later run removes it."
         )
         warning = True
-    notes = list(m.notes)
-    if s.fallback:
-        notes.append(f"SMTP without TLS: {s.fallback}")
-    if r.fallback:
-        notes.append(f"IMAP without TLS: {r.fallback}")
-    if s.password_in_clear:
-        notes.append("the SMTP password was sent without TLS")
-    if r.security == "plain text":
-        notes.append("the IMAP password was sent without TLS")
+    notes = [_fallback_note("SMTP", s.security), _fallback_note("IMAP", r.security), *m.notes]
+    notes = [note for note in notes if note]
     if notes:
         text += " Note: " + "; ".join(notes) + "."
     return text, warning
+
+
+def _fallback_note(leg: str, security: Security) -> str:
+    if not security.fallback:
+        return ""
+    if security.encrypted:
+        return f"{leg} used STARTTLS: {security.fallback}"
+    return f"{leg} without TLS: {security.fallback}"
 
 
 def limit_state(total_ms: float, output: OutputSettings) -> str:

@@ -1,59 +1,120 @@
-"""Orchestration: arm the mailbox watch, send the probe, wait for it, delete it; one deadline.
+"""Orchestration: tokens, arm the mailbox watch, send the probe, wait for it, delete it; one deadline.
 
-The watch is armed before sending so that a fast delivery cannot slip past it. Only this module
-knows the order of the steps; each step module knows only its own protocol.
+The order is the data flow: (OAuth2 tokens) -> arm the watch (IMAP login, mailbox selected) ->
+send (SMTP) -> wait -> delete -> measurement. Tokens come first so that fetching one is never
+part of a leg's channel; the watch is armed before sending so that a fast delivery cannot slip
+past it. Only this module knows the order of the steps; each step module knows only its own job.
 """
 
 from __future__ import annotations
 
 import time
-from typing import List, Mapping, NoReturn
+from typing import Callable, List, Mapping, NoReturn, Optional, TypeVar
 
+from .auth import Auth, BearerLogin, Login, OAuth2Auth
 from .deadline import RESERVE_SECONDS, Deadline
-from .errors import DeliveryTimeout, ImapError, SendUncertain, SmtpError
-from .imap_wait import MailboxWatch
+from .errors import DeliveryTimeout, ImapError, RoundTripError, SendUncertain, SmtpError
+from .imap_mailbox import Mailbox
+from .imap_session import ImapSession
+from .imap_wait import Found, receive_result, wait_for
 from .measurement import Measurement, evaluate
 from .probe import ProbeMail, build_probe
 from .report import Report
 from .settings import SearchMethod, Settings
-from .smtp_send import send_probe
+from .smtp_send import SendResult, send_probe
 from .state import SweepState
 from .transcript import Transcript
 
+T = TypeVar("T")
 
-def run_round_trip(settings: Settings, transcript: Transcript, environ: Mapping[str, str]) -> Report:
-    deadline = Deadline(settings.timeout)
+
+class Tokens:
+    """The token step: an OAuth2 leg's Auth -> a BearerLogin, and the time that took."""
+
+    def __init__(self, deadline: Deadline, environ: Mapping[str, str], transcript: Transcript):
+        self.deadline = deadline
+        self.environ = environ
+        self.transcript = transcript
+        self.seconds = 0.0  # spent getting tokens (0 when every token came from the cache)
+        self.used = False
+
+    def login(self, auth: Auth, refresh: bool = False) -> Login:
+        if not isinstance(auth, OAuth2Auth):
+            return auth
+        from .oauth2 import get_token  # only runs that use OAuth2 import it
+
+        self.used = True
+        token = get_token(auth.source, self.deadline, self.environ, refresh=refresh, transcript=self.transcript)
+        self.seconds += token.elapsed
+        return BearerLogin(auth.user, token.value, auth.mechanism, auth.allow_plain_loopback)
+
+
+def run_round_trip(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
+                   deadline: Optional[Deadline] = None) -> Report:
+    deadline = deadline or Deadline(settings.timeout)
+    cleartext: List[str] = []  # a password sent without TLS: said on every outcome
+    try:
+        return _run(settings, transcript, environ, deadline, cleartext)
+    except RoundTripError as exc:
+        exc.notes.extend(note for note in cleartext if note not in exc.notes)
+        raise
+    finally:
+        deadline.release()
+
+
+def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str], deadline: Deadline,
+         cleartext: List[str]) -> Report:
     state = SweepState(settings.sensor_id, environ)
     sweep_due = state.sweep_due()
     notes = budget_notes(settings)
+    tokens = Tokens(deadline, environ, transcript)
+    imap_login = tokens.login(settings.imap.auth)
+    smtp_login = tokens.login(settings.smtp.auth)
     probe = build_probe(settings.mail, settings.sensor_id, settings.timeout)
     transcript.note("RUN", f"probe {probe.message_id}, subject {probe.subject!r}, sensor {settings.sensor_id}")
-    watch = MailboxWatch(settings.imap, settings.tls, deadline, transcript)
-    try:
-        watch.open()
+    with ImapSession(settings.imap, settings.tls, deadline, transcript) as session:
+        try:
+            _with_fresh_token(lambda login: session.open(login), imap_login, settings.imap.auth, tokens)
+        finally:
+            cleartext.extend(session.cleartext)
+        mailbox = Mailbox(session, settings.imap.search)
         state.probe_in_flight()
+
+        def send(login: Login) -> SendResult:
+            return send_probe(settings.smtp, settings.tls, login, probe, deadline, transcript, cleartext)
+
         try:
-            sent = send_probe(settings.smtp, settings.tls, probe, deadline, transcript)
+            sent = _with_fresh_token(send, smtp_login, settings.smtp.auth, tokens)
         except SendUncertain as exc:
-            _settle_uncertain_send(watch, probe, exc)
-        uid, found_at, detection, checks = watch.wait_for(probe, sent.accepted_at)
+            _settle_uncertain_send(session, mailbox, probe, exc)
+        found = wait_for(session, mailbox, probe, sent.accepted_at)
         try:
-            deleted = watch.delete(uid)
+            deleted = mailbox.delete(found.uid)
         except ImapError as exc:
             deleted = False
-            notes.append(f"deleting the probe (UID {uid}) failed: {exc.cause}; a later run removes it")
+            notes.append(f"deleting the probe (UID {found.uid}) failed: {exc.cause}; a later run removes it")
         if deleted:
-            notes.extend(_sweep(watch, settings, state, sweep_due))
-    finally:
-        watch.close()
-        deadline.release()
+            notes.extend(_sweep(mailbox, settings, state, sweep_due))
+        received = receive_result(session, found, deleted)
     measurement = Measurement(
         send=sent,
-        receive=watch.result(uid, found_at, detection, checks, deleted),
+        receive=received,
         search="server search" if settings.imap.search is SearchMethod.SERVER else "local search",
-        notes=tuple(notes),
+        token_seconds=tokens.seconds if tokens.used else None,
+        notes=tuple(notes + cleartext),
     )
     return evaluate(measurement, settings.output)
+
+
+def _with_fresh_token(step: Callable[[Login], T], login: Login, auth: Auth, tokens: Tokens) -> T:
+    """Run a leg; if its server refused a (cached) OAuth2 token, fetch a new one and try once more."""
+    try:
+        return step(login)
+    except RoundTripError as exc:
+        if not exc.token_refused:
+            raise
+        tokens.transcript.note("OAUTH2", "the server refused the token: dropping it and fetching a new one")
+        return step(tokens.login(auth, refresh=True))
 
 
 def budget_notes(settings: Settings) -> List[str]:
@@ -70,21 +131,23 @@ def budget_notes(settings: Settings) -> List[str]:
     return notes
 
 
-def _settle_uncertain_send(watch: MailboxWatch, probe: ProbeMail, uncertain: SendUncertain) -> NoReturn:
+def _settle_uncertain_send(session: ImapSession, mailbox: Mailbox, probe: ProbeMail,
+                           uncertain: SendUncertain) -> NoReturn:
     """The SMTP answer to DATA never came: look for the probe anyway, then fail the SMTP step."""
+    found: Optional[Found] = None
     try:
-        uid, found_at, _, _ = watch.wait_for(probe, uncertain.sent_at)
+        found = wait_for(session, mailbox, probe, uncertain.sent_at)
     except DeliveryTimeout:
         outcome = "and the probe did not arrive in the mailbox either"
     except ImapError as exc:
         outcome = f"and the mailbox could not be checked ({exc.cause})"
     else:
         outcome = (
-            f"but the probe arrived {1000 * (found_at - uncertain.sent_at):.0f} ms after it was sent, "
+            f"but the probe arrived {1000 * (found.found_at - uncertain.sent_at):.0f} ms after it was sent, "
             "so the server did take it"
         )
         try:
-            watch.delete(uid)
+            mailbox.delete(found.uid)
         except ImapError:
             outcome += " (deleting it failed; a later run removes it)"
     raise SmtpError(
@@ -95,13 +158,13 @@ def _settle_uncertain_send(watch: MailboxWatch, probe: ProbeMail, uncertain: Sen
     ) from uncertain
 
 
-def _sweep(watch: MailboxWatch, settings: Settings, state: SweepState, due: bool) -> List[str]:
+def _sweep(mailbox: Mailbox, settings: Settings, state: SweepState, due: bool) -> List[str]:
     """Remove leftover probes when some may exist (see state.py)."""
     if not due:
         state.finished(swept=False, own_probes_left=False)
         return []
     try:
-        sweep = watch.sweep(settings.sensor_id, time.time())
+        sweep = mailbox.sweep(settings.sensor_id, time.time())
     except ImapError as exc:
         return [f"looking for leftover probes failed: {exc.cause}"]
     state.finished(swept=True, own_probes_left=sweep.kept_own > 0)

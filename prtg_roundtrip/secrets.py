@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Set, Tuple
 
+from .auth import SecretValue
 from .errors import ParameterError
 
 PREFIXES = ("env:", "file:", "keyring:", "literal:")
@@ -34,11 +35,35 @@ def registered() -> Tuple[str, ...]:
     return tuple(_REGISTERED)
 
 
-def resolve(value: Optional[str], option: str, environ: Mapping[str, str]) -> Optional[str]:
-    """The password a value or reference stands for; ParameterError if the reference is empty."""
+def secret_value(value: Optional[str], option: str, environ: Mapping[str, str],
+                 whole_file: bool = False) -> Optional[SecretValue]:
+    """A secret option's value resolved, with the reference it came from (None for a literal)."""
+    if not value:
+        return None
+    secret = resolve(value, option, environ, whole_file=whole_file)
+    if secret is None:
+        return None
+    reference = value if value.startswith(("env:", "file:", "keyring:")) else None
+    return SecretValue(secret, reference)
+
+
+def resolve(value: Optional[str], option: str, environ: Mapping[str, str], whole_file: bool = False) -> Optional[str]:
+    """The secret a value or reference stands for, registered for redaction; ParameterError if
+    the reference is empty. Errors name the reference (variable, path, keyring entry), never a
+    value. `whole_file`: a file: reference means the whole file (a JSON key), not its first line."""
+    secret = _resolve(value, option, environ, whole_file)
+    if secret is not None:
+        register(secret)
+        if value is not None and not value.startswith(PREFIXES):
+            register(value)
+    return secret
+
+
+def _resolve(value: Optional[str], option: str, environ: Mapping[str, str], whole_file: bool) -> Optional[str]:
     if value is None:
         return None
     if value.startswith("literal:"):
+        register(value)
         return value[len("literal:"):]
     if value.startswith("env:"):
         name = value[len("env:"):]
@@ -53,14 +78,15 @@ def resolve(value: Optional[str], option: str, environ: Mapping[str, str]) -> Op
         path = value[len("file:"):]
         try:
             with open(path, encoding="utf-8") as handle:
-                secret = handle.readline().rstrip("\r\n")
-        except OSError as exc:
+                secret = handle.read().strip() if whole_file else handle.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise ParameterError(
-                f"{option} file:{path} cannot be read ({exc.strerror})",
+                f"{option} file:{path} cannot be read ({reason})",
                 hint="Give a file the probe's account (LocalSystem on Windows) may read",
             ) from None
         if not secret:
-            raise ParameterError(f"{option} file:{path} is empty", hint="Write the password on its first line")
+            raise ParameterError(f"{option} file:{path} is empty", hint="Write the secret on its first line")
         return secret
     if value.startswith("keyring:"):
         service, user = split_keyring_reference(value[len("keyring:"):], option)
@@ -119,3 +145,4 @@ def device_credentials(kind: str, environ: Mapping[str, str], option: str) -> Tu
 def environment_secrets(environ: Mapping[str, str]) -> Tuple[str, ...]:
     """PRTG's password placeholders: never echoed, whether this run used them or not."""
     return tuple(v for k, v in environ.items() if k.startswith("prtg_") and k.endswith("password") and v)
+

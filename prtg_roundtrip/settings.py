@@ -8,10 +8,11 @@ only read them. Passwords are kept out of every repr.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional
 
+from .auth import Auth
 from .errors import ParameterError
 
 
@@ -33,11 +34,6 @@ class TlsMode(str, Enum):
     def required(self) -> bool:
         """The run fails when the server offers no TLS."""
         return self in (TlsMode.TLS, TlsMode.STARTTLS)
-
-
-class SmtpAuth(str, Enum):
-    NONE = "none"
-    PASSWORD = "password"  # noqa: S105 - a method name, not a secret
 
 
 class SearchMethod(str, Enum):
@@ -91,10 +87,8 @@ class SmtpSettings:
     port: int
     timeout: float
     tls: TlsMode
-    auth: SmtpAuth
     helo: Optional[str]
-    user: Optional[str] = None
-    password: Optional[str] = field(default=None, repr=False)
+    auth: Auth
 
     @property
     def server(self) -> str:
@@ -107,13 +101,12 @@ class ImapSettings:
     port: int
     timeout: float
     tls: TlsMode
-    user: str
+    auth: Auth
     mailbox: str
     search: SearchMethod
     wait: WaitMethod
     interval: float
     max_trip_time: float
-    password: str = field(default="", repr=False)
 
     @property
     def server(self) -> str:
@@ -147,10 +140,6 @@ class Settings:
     output: OutputSettings
     timeout: float  # the whole run's budget, seconds
     sensor_id: str  # marks this sensor's probes (PRTG's sensor id, or derived from the settings)
-
-    def secrets(self) -> tuple:
-        """Every secret value of this run, for redaction."""
-        return tuple(s for s in (self.smtp.password, self.imap.password) if s)
 
 
 def _server(host: str, port: int) -> str:
@@ -269,12 +258,6 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
             "otherwise a failed round trip can look successful",
         )
 
-    auth = SmtpAuth(v["smtp_auth"])
-    smtp_user, smtp_password = _login(v, "smtp", environ)
-    if auth is SmtpAuth.PASSWORD:
-        smtp_user = require(smtp_user, "--smtp-user", "SMTP authentication needs a user name")
-        smtp_password = require(smtp_password, "--smtp-password", "SMTP authentication needs a password")
-
     interval = float(_num(v["interval"]))
     max_trip = float(_num(v["max_trip_time"]))
     if interval > max_trip:
@@ -284,11 +267,14 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
         )
 
     tls = TlsSettings(ca_file=_str(v.get("ca_file")), insecure=bool(v.get("insecure")))
-    imap_user, imap_password = _login(v, "imap", environ)
-    imap_user = require(imap_user, "--imap-user", "Give the IMAP login with --imap-user or --imap-credentials")
-    imap_password = require(
-        imap_password, "--imap-password", "Give the IMAP password with --imap-password or --imap-credentials"
-    )
+    from .auth_settings import leg_auth, oauth2_client, with_cache_key
+
+    client = oauth2_client(v, environ)
+    imap_auth = leg_auth(v, "imap", environ, client, imap_host)
+    smtp_auth = leg_auth(v, "smtp", environ, client, smtp_host)
+    sensor = sensor_id(_str(v.get("sensor_id")), environ, smtp_host, imap_host, getattr(imap_auth, "user", ""),
+                       mailbox, sender, recipient)
+    imap_auth, smtp_auth = with_cache_key(imap_auth, sensor), with_cache_key(smtp_auth, sensor)
     warning_ms, error_ms = _positive(v.get("warning_ms")), _positive(v.get("error_ms"))
     if warning_ms is not None and error_ms is not None and warning_ms >= error_ms:
         raise ParameterError(
@@ -306,18 +292,15 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
             port=int(_num(v.get("smtp_port") or SMTP_PORTS[smtp_tls.implicit])),
             timeout=float(_num(v["smtp_timeout"])),
             tls=smtp_tls,
-            auth=auth,
             helo=check_helo(_str(v.get("helo"))),
-            user=smtp_user if auth is SmtpAuth.PASSWORD else None,
-            password=smtp_password if auth is SmtpAuth.PASSWORD else None,
+            auth=smtp_auth,
         ),
         imap=ImapSettings(
             host=imap_host,
             port=int(_num(v.get("imap_port") or IMAP_PORTS[imap_tls.implicit])),
             timeout=float(_num(v["imap_timeout"])),
             tls=imap_tls,
-            user=imap_user,
-            password=imap_password,
+            auth=imap_auth,
             mailbox=mailbox,
             search=SearchMethod(v["search"]),
             wait=WaitMethod(v["wait"]),
@@ -340,23 +323,8 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
             result_dir=_str(v.get("result_dir")),
         ),
         timeout=float(_num(v["timeout"])),
-        sensor_id=sensor_id(
-            _str(v.get("sensor_id")), environ, smtp_host, imap_host, imap_user, mailbox, sender, recipient
-        ),
+        sensor_id=sensor,
     )
-
-
-def _login(v: Mapping[str, object], leg: str, environ: Mapping[str, str]) -> Tuple[Optional[str], Optional[str]]:
-    """User and password of one leg: explicit options first, then the device's credentials;
-    a password reference (env:, file:, keyring:) is resolved here, before any connection."""
-    from .secrets import device_credentials, resolve
-
-    user, password = _str(v.get(f"{leg}_user")), _str(v.get(f"{leg}_password"))
-    kind = v.get(f"{leg}_credentials")
-    if kind:
-        device_user, device_password = device_credentials(str(kind), environ, f"--{leg}-credentials")
-        user, password = user or device_user, password or device_password
-    return user, resolve(password, f"--{leg}-password", environ)
 
 
 def _positive(value: object) -> Optional[float]:

@@ -8,24 +8,29 @@ connection to the server's 250 after DATA.
 from __future__ import annotations
 
 import ast
+import base64
 import smtplib
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional
 
+from . import sasl
+from .auth import BearerLogin, Login, NoAuth, PasswordAuth
 from .deadline import Deadline, now
 from .errors import SendUncertain, SmtpError
 from .probe import ProbeMail
-from .settings import SmtpAuth, SmtpSettings, TlsMode, TlsSettings
+from .settings import SmtpSettings, TlsMode, TlsSettings
 from .sockets import tune
 from .tls import (
+    SMTP_LEG,
+    Connector,
+    Security,
     TlsUnavailable,
-    certificate_days_left,
     describe_network_error,
     make_context,
     peer_is_not_tls,
-    session_description,
+    secure,
 )
 from .transcript import Transcript
 
@@ -43,11 +48,13 @@ class SendResult:
     authenticated_at: Optional[float]  # AUTH accepted
     ready_at: float  # before MAIL FROM
     accepted_at: float  # 250 after DATA: the server took responsibility for the mail
-    security: str  # e.g. "TLSv1.3 (STARTTLS)", "TLSv1.3 (implicit TLS)", "plain text"
+    security: Security
     reply: str  # the server's answer to DATA, e.g. "2.0.0 Ok: queued as 4Xyz"
-    certificate_days: Optional[float] = None
-    password_in_clear: bool = False
-    fallback: Optional[str] = None  # why an "if available" mode went without TLS
+    auth_method: str = "none"  # "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER" or "none"
+
+    @property
+    def password_in_clear(self) -> bool:
+        return self.auth_method in ("PLAIN", "LOGIN") and not self.security.encrypted
 
 
 class _SMTP(smtplib.SMTP):
@@ -88,7 +95,7 @@ class _SMTPS(_SMTP, smtplib.SMTP_SSL):
     pass
 
 
-class _Session:
+class _Session(Connector):
     """One SMTP conversation; raises SmtpError naming the phase that failed."""
 
     def __init__(self, settings: SmtpSettings, tls: TlsSettings, deadline: Deadline, transcript: Transcript):
@@ -99,10 +106,14 @@ class _Session:
         self.conn: Optional[_SMTP] = None
         self.phase = "connect"
         self.phase_timeout = self._timeout()
+        self.greeted = False  # EHLO/HELO answered on the current connection
+        self.connected_at = 0.0
+        self.tls_started_at: Optional[float] = None
+        self.tls_done_at: Optional[float] = None
 
     # -- failures -------------------------------------------------------------------------
-    def fail(self, cause: str, hint: str) -> SmtpError:
-        return SmtpError(cause, server=self.settings.server, hint=hint)
+    def fail(self, cause: str, hint: str, token_refused: bool = False) -> SmtpError:
+        return SmtpError(cause, server=self.settings.server, hint=hint, token_refused=token_refused)
 
     def network_failure(self, exc: BaseException) -> SmtpError:
         if self.deadline.fired:
@@ -142,8 +153,9 @@ class _Session:
         self.deadline.guard(sock)
         self.phase = "greeting"
 
-    # -- phases ---------------------------------------------------------------------------
+    # -- the TLS policy's connector (tls.secure) --------------------------------------------
     def connect(self, implicit: bool) -> None:
+        self.close()
         self.phase = "connect (TLS handshake)" if implicit else "connect"
         helo, timeout = self.settings.helo, self._timeout()
         self.phase_timeout = timeout
@@ -156,7 +168,7 @@ class _Session:
         conn.session = self
         conn._host = self.settings.host
         conn.set_debuglevel(1)
-        self.conn = conn
+        self.conn, self.greeted = conn, False
         self.transcript.note("SMTP", f"connecting to {self.settings.server}" + (" with TLS" if implicit else ""))
         try:
             code, msg = conn.connect(self.settings.host, self.settings.port)
@@ -166,9 +178,34 @@ class _Session:
             raise self.network_failure(exc) from exc
         if code != 220:
             raise self.refused("the server refused the session at its greeting", code, msg)
+        self.connected_at = now()
 
-    def hello(self) -> None:
+    def offers_starttls(self) -> bool:
+        self.hello()
         assert self.conn is not None
+        return bool(self.conn.has_extn("starttls"))
+
+    def starttls(self) -> None:
+        assert self.conn is not None
+        self.phase = "STARTTLS"
+        self.tls_started_at = now()
+        self._set_timeout()
+        code, msg = self.conn.starttls(context=self.context)
+        if code != 220:
+            raise self.refused("STARTTLS refused", code, msg)
+        self.greeted = False
+        self.hello()
+        self.tls_done_at = now()
+
+    def socket(self) -> Any:
+        return self.conn.sock if self.conn is not None else None
+
+    # -- phases ---------------------------------------------------------------------------
+    def hello(self) -> None:
+        """EHLO (HELO where EHLO is refused), once per connection and after STARTTLS."""
+        assert self.conn is not None
+        if self.greeted:
+            return
         self.phase = "EHLO"
         self._set_timeout()
         code, msg = self.conn.ehlo()
@@ -183,17 +220,10 @@ class _Session:
                     f"EHLO/HELO rejected: {_reply(code, msg)}",
                     "Check the HELO ident (--helo); some servers demand this host's valid DNS name",
                 )
+        self.greeted = True
 
-    def starttls(self) -> None:
-        assert self.conn is not None
-        self.phase = "STARTTLS"
-        self._set_timeout()
-        code, msg = self.conn.starttls(context=self.context)
-        if code != 220:
-            raise self.refused("STARTTLS refused", code, msg)
-        self.hello()
-
-    def authenticate(self, user: str, password: str) -> None:
+    def authenticate(self, login: Login, security: Security) -> str:
+        """Log in; return the SASL mechanism used."""
         assert self.conn is not None
         self.phase = "AUTH"
         self._set_timeout()
@@ -203,19 +233,62 @@ class _Session:
                 "Many servers offer AUTH only after STARTTLS or on the submission port 587: "
                 "check --smtp-tls and --smtp-port, or use --smtp-auth none",
             )
-        try:
-            self.conn.login(user, password)
-        except smtplib.SMTPAuthenticationError as exc:
-            if not 200 <= exc.smtp_code <= 599:
-                raise self.refused("AUTH", exc.smtp_code, exc.smtp_error) from None
+        offered = (self.conn.esmtp_features.get("auth") or "").upper().split()
+        if isinstance(login, PasswordAuth):
+            return self._password(login, offered)
+        assert isinstance(login, BearerLogin)
+        return self._bearer(login, offered, security)
+
+    def _password(self, login: PasswordAuth, offered: List[str]) -> str:
+        assert self.conn is not None
+        if "PLAIN" in offered or "LOGIN" not in offered:
+            mechanism = "PLAIN"
+            code, msg = self.conn.docmd("AUTH", "PLAIN " + _b64(sasl.plain(login.user, login.password)))
+        else:
+            mechanism = "LOGIN"
+            code, msg = self.conn.docmd("AUTH", "LOGIN")
+            for answer in (login.user, login.password):
+                if code != 334:
+                    break
+                code, msg = self.conn.docmd(_b64(answer.encode("utf-8")))
+        if code != 235:
+            if not 200 <= code <= 599:
+                raise self.refused("AUTH", code, msg)
+            raise self.fail(f"login rejected: {_reply(code, msg)}", "Check --smtp-user and --smtp-password")
+        return mechanism
+
+    def _bearer(self, login: BearerLogin, offered: List[str], security: Security) -> str:
+        assert self.conn is not None
+        if not security.encrypted and not login.allow_plain_loopback:
             raise self.fail(
-                f"login rejected: {_reply(exc.smtp_code, exc.smtp_error)}",
-                "Check --smtp-user and --smtp-password",
-            ) from None
-        except smtplib.SMTPException as exc:
-            if isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException)):
-                raise
-            raise self.fail(f"authentication failed: {exc}", "Check the mechanisms the server offers") from None
+                "an OAuth2 access token is never sent without TLS",
+                "Choose --smtp-tls starttls or tls (the server must offer TLS)",
+            )
+        mechanism = sasl.choose_mechanism(login.mechanism, offered)
+        if mechanism is None:
+            raise self.fail(
+                f"the server offers no OAuth2 login ({login.mechanism.value}; it offers AUTH {' '.join(offered)})",
+                "Enable XOAUTH2 or OAUTHBEARER on the server (Microsoft 365: SMTP AUTH for the mailbox), "
+                "or choose another --oauth2-mechanism",
+            )
+        name = mechanism.value.upper()
+        response = sasl.initial_response(mechanism, login.user, login.token, self.settings.host, self.settings.port)
+        code, msg = self.conn.docmd("AUTH", f"{name} {_b64(response)}")
+        challenge = ""
+        if code == 334:  # an error challenge: answer it, then the final refusal comes
+            challenge = sasl.describe_challenge(msg if isinstance(msg, bytes) else str(msg).encode())
+            code, msg = self.conn.docmd(_b64(sasl.abort_response(mechanism)))
+        if code != 235:
+            if not 200 <= code <= 599:
+                raise self.refused("AUTH", code, msg)
+            detail = f" ({challenge})" if challenge else ""
+            raise self.fail(
+                f"the mail server refused the OAuth2 token for {login.user} ({name}): {_reply(code, msg)}{detail}",
+                "Check that the app may send as this mailbox (Microsoft 365: SMTP.SendAsApp and the mailbox's "
+                "SendAs permission; Google: the https://mail.google.com/ scope) and that SMTP AUTH is enabled",
+                token_refused=True,
+            )
+        return name
 
     def submit(self, probe: ProbeMail) -> str:
         assert self.conn is not None
@@ -273,59 +346,32 @@ class _Session:
 
 
 def send_probe(
-    settings: SmtpSettings, tls: TlsSettings, probe: ProbeMail, deadline: Deadline, transcript: Transcript
+    settings: SmtpSettings, tls: TlsSettings, login: Login, probe: ProbeMail, deadline: Deadline,
+    transcript: Transcript, cleartext: Optional[List[str]] = None,
 ) -> SendResult:
-    """Deliver `probe` to the SMTP server; return when the server accepted it (250 after DATA)."""
+    """Deliver `probe` to the SMTP server; return when the server accepted it (250 after DATA).
+
+    `cleartext`, if given, collects a note when a password goes out without TLS (said on every
+    outcome of the run, also when a later step fails).
+    """
     session = _Session(settings, tls, deadline, transcript)
     started = now()
-    fallback = None
+    mechanism = "none"
     try:
-        try:
-            session.connect(implicit=settings.tls.implicit)
-        except TlsUnavailable as exc:
-            if settings.tls.required:
-                raise session.fail(
-                    f"TLS not offered on this port ({exc})",
-                    "The port speaks plain text: use --smtp-tls starttls, or the server's "
-                    "implicit-TLS port (465)",
-                ) from None
-            fallback = "the port does not speak implicit TLS"
-            transcript.note("SMTP", f"{fallback}: reconnecting without implicit TLS")
-            session.close()
-            session.connect(implicit=False)
-        connected = now()
+        security = secure(session, settings.tls, SMTP_LEG, transcript, session.fail)
         session.hello()
-        tls_started = tls_done = None
-        assert session.conn is not None
-        if not settings.tls.implicit or fallback:
-            if settings.tls is not TlsMode.OFF and session.conn.has_extn("starttls"):
-                tls_started = now()
-                session.starttls()
-                tls_done = now()
-            elif settings.tls is TlsMode.STARTTLS:
-                raise session.fail(
-                    "TLS not offered: the server does not announce STARTTLS",
-                    "Enable STARTTLS on the server, or choose --smtp-tls starttls-if-available",
-                )
-            elif settings.tls is not TlsMode.OFF:
-                fallback = fallback or "the server does not announce STARTTLS"
-                transcript.note("SMTP", f"{fallback}: continuing without TLS")
-        security = session_description(session.conn.sock)
-        if security != "plain text":
-            security += " (STARTTLS)" if tls_done is not None else " (implicit TLS)"
         auth_started = authenticated = None
-        in_clear = False
-        if settings.auth is SmtpAuth.PASSWORD:
-            in_clear = security == "plain text"
-            if in_clear:
+        if not isinstance(login, NoAuth):
+            if isinstance(login, PasswordAuth) and not security.encrypted:
                 transcript.note("SMTP", "WARNING: sending the password without TLS")
+                if cleartext is not None:
+                    cleartext.append("the SMTP password was sent without TLS")
             auth_started = now()
-            session.authenticate(settings.user or "", settings.password or "")
+            mechanism = session.authenticate(login, security)
             authenticated = now()
         ready = now()
         reply = session.submit(probe)
         accepted = now()
-        days = certificate_days_left(session.conn.sock)
     except (OSError, smtplib.SMTPException) as exc:
         raise session.network_failure(exc) from exc
     finally:
@@ -333,19 +379,21 @@ def send_probe(
     return SendResult(
         server=settings.server,
         started_at=started,
-        connected_at=connected,
-        tls_started_at=tls_started,
-        tls_done_at=tls_done,
+        connected_at=session.connected_at,
+        tls_started_at=session.tls_started_at,
+        tls_done_at=session.tls_done_at,
         auth_started_at=auth_started,
         authenticated_at=authenticated,
         ready_at=ready,
         accepted_at=accepted,
         security=security,
         reply=reply,
-        certificate_days=days,
-        password_in_clear=in_clear,
-        fallback=fallback,
+        auth_method=mechanism,
     )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _text(msg: object) -> str:

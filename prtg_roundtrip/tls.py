@@ -1,8 +1,10 @@
-"""TLS for both legs: the certificate policy and what a TLS failure means.
+"""TLS for both legs: the certificate policy, the TLS-mode policy, and what a failure means.
 
 Certificates and host names are verified unless the administrator says --insecure; TLS 1.2 is
-the minimum. A certificate failure is never a reason to fall back to plain text: only a server
-that does not speak TLS at all lets an "if available" mode continue without it.
+the minimum. A certificate or handshake failure is never a reason to fall back to plain text:
+only a server that does not speak TLS at all (implicit TLS answered in plain text) or does not
+announce STARTTLS lets an "if available" mode continue without it. `secure()` is that policy,
+the same for SMTP and IMAP; each leg supplies a small `Connector` for its protocol.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
-from .settings import TlsSettings
+from .settings import TlsMode, TlsSettings
+from .transcript import Transcript
 
 
 class TlsUnavailable(Exception):
@@ -54,11 +58,91 @@ def peer_is_not_tls(exc: BaseException) -> bool:
     return isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) in _NOT_TLS_REASONS
 
 
-def session_description(sock: object) -> str:
-    """'TLSv1.3' for a TLS socket, 'plain text' otherwise."""
-    if isinstance(sock, ssl.SSLSocket):
-        return sock.version() or "TLS"
-    return "plain text"
+@dataclass(frozen=True)
+class Security:
+    """How one leg's connection was secured: the value both legs report and the text shows."""
+
+    version: Optional[str] = None  # e.g. "TLSv1.3"; None: plain text
+    implicit: bool = False  # TLS from the first byte (SMTPS/IMAPS) rather than STARTTLS
+    certificate_days: Optional[float] = None  # days until the verified certificate expires
+    fallback: Optional[str] = None  # why an "if available" mode went on without TLS
+
+    @property
+    def encrypted(self) -> bool:
+        return self.version is not None
+
+    def __str__(self) -> str:
+        if self.version is None:
+            return "plain text"
+        return f"{self.version} ({'implicit TLS' if self.implicit else 'STARTTLS'})"
+
+    @classmethod
+    def of(cls, sock: object, implicit: bool, fallback: Optional[str] = None) -> Security:
+        if isinstance(sock, ssl.SSLSocket):
+            return cls(sock.version() or "TLS", implicit, certificate_days_left(sock), fallback)
+        return cls(fallback=fallback)
+
+
+@dataclass(frozen=True)
+class Leg:
+    """What the TLS policy says differently per protocol."""
+
+    protocol: str  # "SMTP" / "IMAP", as the transcript names it
+    option: str  # "--smtp-tls"
+    implicit_port: int  # 465 / 993
+
+
+SMTP_LEG = Leg("SMTP", "--smtp-tls", 465)
+IMAP_LEG = Leg("IMAP", "--imap-tls", 993)
+
+
+class Connector:
+    """One protocol's part of securing a connection (smtp_send and imap_session implement it)."""
+
+    def connect(self, implicit: bool) -> None:
+        """Open a connection (closing any earlier one) and read the greeting; with `implicit`,
+        raise TlsUnavailable when the port answers the handshake in plain text."""
+        raise NotImplementedError
+
+    def offers_starttls(self) -> bool:
+        raise NotImplementedError
+
+    def starttls(self) -> None:
+        raise NotImplementedError
+
+    def socket(self) -> Any:
+        raise NotImplementedError
+
+
+def secure(conn: Connector, mode: TlsMode, leg: Leg, transcript: Transcript,
+           fail: Callable[[str, str], Exception]) -> Security:
+    """Connect under `mode`: the one TLS policy of both legs. `fail(cause, hint)` makes the
+    leg's error; it is raised where TLS is required but missing."""
+    fallback = None
+    try:
+        conn.connect(implicit=mode.implicit)
+    except TlsUnavailable as exc:
+        if mode.required:
+            raise fail(
+                f"TLS not offered on this port ({exc})",
+                f"The port speaks plain text: use {leg.option} starttls, or the server's implicit-TLS "
+                f"port ({leg.implicit_port})",
+            ) from None
+        fallback = "the port does not speak implicit TLS"
+        transcript.note(leg.protocol, f"{fallback}: reconnecting without implicit TLS")
+        conn.connect(implicit=False)
+    if not isinstance(conn.socket(), ssl.SSLSocket) and mode is not TlsMode.OFF:
+        if conn.offers_starttls():
+            conn.starttls()  # a failed handshake raises: never a plain-text retry
+        elif mode is TlsMode.STARTTLS:
+            raise fail(
+                "TLS not offered: the server does not announce STARTTLS",
+                f"Enable STARTTLS on the server, or choose {leg.option} starttls-if-available",
+            )
+        else:
+            fallback = fallback or "the server does not announce STARTTLS"
+            transcript.note(leg.protocol, f"{fallback}: continuing without TLS")
+    return Security.of(conn.socket(), implicit=mode.implicit and fallback is None, fallback=fallback)
 
 
 def certificate_days_left(sock: object) -> Optional[float]:

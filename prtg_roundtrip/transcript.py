@@ -1,18 +1,24 @@
 """A redacted record of what the sensor said to the servers and what they answered.
 
-Both protocol steps write here; nothing secret survives: every password, its base64 forms and
-the arguments of AUTH/LOGIN commands are replaced with `***` before a line is stored or shown.
-With an echo stream (--verbose) each line is also written there as it happens.
+Both protocol steps write here; nothing secret survives: every secret value the process knows
+(secrets.registered(): passwords, tokens, client secrets, ...), its escaped and base64 forms, any
+base64 word that decodes to (part of) a secret, and the arguments of AUTH/LOGIN commands are
+replaced with `***` before a line is stored or shown. With an echo stream (--verbose) each line
+is also written there as it happens.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import time
 from typing import IO, Iterable, List, Optional, Tuple
 
+from .secrets import register, registered
+
 MASK = "***"
+_BASE64_WORD = re.compile(r"[A-Za-z0-9+/]{6,}={0,2}")
 
 # SMTP "AUTH <mech> <initial response>" and IMAP "<tag> LOGIN <user> <password>" /
 # "AUTHENTICATE <mech> <ir>": keep the verb, hide the rest.
@@ -33,14 +39,53 @@ def secret_forms(secrets: Iterable[str]) -> Tuple[str, ...]:
             enc = base64.b64encode(b"\0" * shift + raw).decode("ascii")
             forms.add(enc[4 * ((shift + 2) // 3):].rstrip("="))
         forms.add(repr(secret)[1:-1])  # as Python's repr escapes it in debug lines
+        forms.add(repr(raw)[2:-1])  # as bytes' repr escapes it (b'P\xc3\xa4ss')
     return tuple(sorted((f for f in forms if len(f) >= 3), key=len, reverse=True))
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Text with every form of every secret masked."""
-    for form in secret_forms(secrets):
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Text with every form of every secret (these and the registered ones) masked."""
+    every = tuple(secrets) + registered()
+    text = mask_base64(text, every)  # first: whole words, before a form inside one is cut out
+    for form in secret_forms(every):
         text = text.replace(form, MASK)
     return text
+
+
+def mask_base64(text: str, secrets: Iterable[str]) -> str:
+    """Mask, whole, every base64 word that decodes to bytes holding a secret or its start or end
+    (a server that echoes an AUTH PLAIN blob, perhaps cut short)."""
+    raws = [s.encode("utf-8") for s in secrets if s and len(s) >= 3]
+    if not raws:
+        return text
+
+    def replace(match: re.Match) -> str:
+        word = match.group(0)
+        decoded = _decode_base64(word)
+        if decoded and any(_holds(decoded, raw) for raw in raws):
+            return MASK
+        return word
+
+    return _BASE64_WORD.sub(replace, text)
+
+
+def _decode_base64(word: str) -> bytes:
+    body = word.rstrip("=")
+    body = body[: len(body) - len(body) % 4] if len(body) % 4 == 1 else body
+    try:
+        return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _holds(decoded: bytes, secret: bytes) -> bool:
+    if secret in decoded:
+        return True
+    least = min(len(secret), 4)
+    for cut in range(least, len(secret)):
+        if decoded.endswith(secret[:cut]) or decoded.startswith(secret[-cut:]):
+            return True
+    return False
 
 
 class Transcript:
@@ -49,8 +94,9 @@ class Transcript:
     def __init__(
         self, secrets: Iterable[str] = (), echo: Optional[IO[str]] = None, progress: Optional[IO[str]] = None
     ):
-        self._secrets = tuple(s for s in secrets if s)
-        self._forms = secret_forms(self._secrets)
+        register(*secrets)
+        self._known: Tuple[str, ...] = ()
+        self._forms: Tuple[str, ...] = ()
         self._echo = echo
         self._progress = progress  # a terminal: one updating status line while waiting
         self._progress_shown = False
@@ -70,6 +116,10 @@ class Transcript:
             self._in_auth = False
         if direction == ">":
             text = _SECRET_COMMANDS.sub(lambda m: m.group(1) + " " + MASK, text)
+        known = registered()
+        if known != self._known:  # a token fetched since the last line
+            self._known, self._forms = known, secret_forms(known)
+        text = mask_base64(text, self._known)
         for form in self._forms:
             text = text.replace(form, MASK)
         line = f"{(time.perf_counter() - self._start) * 1000:9.1f} ms {protocol} {direction} {text}"

@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import threading
+from typing import Any
 
 import pytest
 from conftest import check_output
@@ -264,14 +265,17 @@ def test_checker_knows_script_v2_rules():
 
 
 def test_a_new_uidvalidity_widens_the_search_to_the_whole_mailbox():
-    from prtg_roundtrip.imap_wait import MailboxWatch
+    from types import SimpleNamespace
 
-    watch = MailboxWatch.__new__(MailboxWatch)  # only the bookkeeping, no connection
-    watch.transcript, watch.uidvalidity, watch.uidnext = Transcript(), 5, 10
-    watch._notice_uidvalidity([(1, b"EXISTS"), (b"OK", b"[UIDVALIDITY 5] UIDs valid")])
-    assert watch.uidnext == 10
-    watch._notice_uidvalidity([(b"OK", b"[UIDVALIDITY 77] UIDs valid")])
-    assert (watch.uidvalidity, watch.uidnext) == (77, None)
+    from prtg_roundtrip.imap_mailbox import Mailbox
+    from prtg_roundtrip.settings import SearchMethod
+
+    session: Any = SimpleNamespace(transcript=Transcript(), uidvalidity=5, uidnext=10, client=None)
+    mailbox = Mailbox(session, SearchMethod.SERVER)  # only the bookkeeping, no connection
+    mailbox.notice_uidvalidity([(1, b"EXISTS"), (b"OK", b"[UIDVALIDITY 5] UIDs valid")])
+    assert mailbox.uidnext == 10
+    mailbox.notice_uidvalidity([(b"OK", b"[UIDVALIDITY 77] UIDs valid")])
+    assert (mailbox.uidvalidity, mailbox.uidnext) == (77, None)
 
 
 def test_progress_goes_only_to_a_terminal():

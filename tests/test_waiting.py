@@ -10,7 +10,7 @@ import sys
 from conftest import ROOT, base_args, imap_session, run_sensor, with_options
 from fakeservers import FakeImapServer, FakeSmtpServer, Fault
 
-from prtg_roundtrip.imap_wait import command_bound
+from prtg_roundtrip.wait_schedule import command_bound
 
 
 def transcript_of(args, env=None) -> str:
