@@ -138,7 +138,8 @@ def test_store_result_writes_prtgs_two_files(stack, mailbox, tmp_path, fmt):
     assert "Data['imap_password'] := '***';" in data
     assert "Data['imap_host'] := '127.0.0.1';" in data
     assert "Data['prtg_windowspassword'] := '***';" in data
-    assert "SMTP > MAIL FROM" in data.upper() and "IMAP > " in data and ("LOGIN ***" in data or "AUTHENTICATE PLAIN ***" in data)
+    assert "SMTP > MAIL FROM" in data.upper() and "IMAP > " in data
+    assert "LOGIN ***" in data or "AUTHENTICATE PLAIN ***" in data
     assert stack["users"]["probe"]["password"] not in data and "device-secret-123" not in data
     # PRTG overwrites the files with each run: so does the sensor
     again = run_sensor(args)
