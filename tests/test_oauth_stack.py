@@ -15,7 +15,7 @@ What the servers answer (Dovecot 2.3.19, Postfix 3.7, seen in these tests):
   with ``NO [AUTHENTICATIONFAILED] Authentication failed.``.  SMTP: ``334`` with the same base64
   JSON, then ``535 5.7.8 Error: authentication failed: (reason unavailable)`` — the same 535 as a
   wrong password; Postfix says nothing more.
-- The token service down (introspection answers 503): IMAP ``NO [UNAVAILABLE] Temporary
+- The token service down (introspection answers 503, or nothing listens): IMAP ``NO [UNAVAILABLE] Temporary
   authentication failure. [HOST:YYYY-MM-DD HH:MM:SS]`` with no JSON challenge; SMTP, again,
   ``535 5.7.8 Error: authentication failed: (reason unavailable)``: from SMTP alone "identity
   provider down" cannot be told from "token refused".
@@ -354,6 +354,22 @@ def test_token_service_down(stack: Dict[str, Any], idp: Any) -> None:
         assert challenges == []
         assert smtp_login(stack, "submission", mechanism, user, token) == (SMTP_REFUSED, [])
     idp.set_down(False)
+    assert imap_login(stack, "imaps", "XOAUTH2", user, token)[0].startswith("OK")
+
+
+def test_token_service_unreachable(stack: Dict[str, Any], idp: Any) -> None:
+    """Nothing listens at the introspection URL: the same answers as a service that is down."""
+    user = oauth_user(stack)
+    token = idp.mint(user)
+    assert imap_login(stack, "imaps", "XOAUTH2", user, token)[0].startswith("OK")  # Dovecot connected
+    idp.stop()
+    try:
+        answer, challenges = imap_login(stack, "imaps", "OAUTHBEARER", user, token)
+        assert answer.startswith(IMAP_UNAVAILABLE + " ["), answer
+        assert challenges == []
+        assert smtp_login(stack, "smtps", "XOAUTH2", user, token) == (SMTP_REFUSED, [])
+    finally:
+        idp.start()
     assert imap_login(stack, "imaps", "XOAUTH2", user, token)[0].startswith("OK")
 
 

@@ -38,9 +38,23 @@ valid for ``localhost`` and ``127.0.0.1``.  Failed logins are answered at once (
 ``auth_failure_delay``, no anvil penalty), so wrong-password tests are fast.  Users
 (``probe``, ``other``, ``sender`` @roundtrip.test) and their passwords are in ``USERS``.
 
+OAuth2: IMAP and SMTP AUTH also offer XOAUTH2 and OAUTHBEARER (RFC 7628).  Dovecot's
+``oauth2`` passdb asks a token service about every token it is shown (introspection, no auth
+cache, so a revoked token fails at the next login); only these two mechanisms reach it, so
+password logins never wait for it.  The token service is *not* started here: run
+``tools/tokenservice.py`` (the test suite's ``tokens`` fixture does) with HTTPS and the stack's
+server certificate on ``port base + 443`` (``TOKEN_SERVICE_OFFSET``), or give another base URL
+with ``MailStack(..., oauth2_url=URL)`` / ``--oauth2-url``; Dovecot trusts the stack's CA for it.
+While nothing listens there, every token login fails with ``NO [UNAVAILABLE]``.  Tokens must
+carry the scope ``https://mail.roundtrip.test/`` (``MAIL_SCOPE``).  Every user can log in with a
+token; ``oauth@roundtrip.test`` (``OAUTH_USERS``) has a mailbox and no password at all.  The
+info JSON's ``oauth2`` entry has the URLs, port, scope, mechanisms and OAuth users.  Dovecot
+accepts a token in clear on loopback (it counts loopback as secure), before STARTTLS too.
+
 Command line::
 
     python3 tools/mailstack.py {install,start,stop,status,info} [--dir DIR] [--port-base N]
+                               [--oauth2-url URL]
 
 ``install`` installs the packages if missing; ``start`` installs if needed, writes the config,
 starts Dovecot then Postfix, waits for every port and prints the info JSON (ports, users,
@@ -53,7 +67,7 @@ and ``DIR/log/dovecot.log``.
 
 From Python (load the file by path; stdlib only)::
 
-    stack = MailStack("/tmp/my-stack", 13000)
+    stack = MailStack("/tmp/my-stack", 13000)   # oauth2_url=... to move the token service
     info = stack.start()        # idempotent; same dict as `info`
     stack.flush_queue()         # postqueue -f for this instance
     stack.stop()
@@ -1003,8 +1017,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port-base", type=int, help=f"ports are base + offset (default: ${ENV_PORT_BASE} or {DEFAULT_PORT_BASE})"
     )
+    parser.add_argument(
+        "--oauth2-url", help="the token service's base URL (default: https://127.0.0.1:<port base + 443>)"
+    )
     args = parser.parse_args(argv)
-    stack = MailStack(args.dir, args.port_base)
+    stack = MailStack(args.dir, args.port_base, args.oauth2_url)
     try:
         if args.command == "install":
             stack.install()

@@ -44,9 +44,10 @@ app-only token: ``app@<domain of its first mailbox>``, Dovecot only compares dom
 Dovecot checks against the login name (see tools/mailstack.py, DOVECOT_OAUTH2_CONF).
 
 Faults on demand: ``set_down(True)`` makes both endpoints answer 503 (Dovecot then answers IMAP
-``NO [UNAVAILABLE] Temporary authentication failure. [host:time]`` and Postfix ``454 4.7.0
-Temporary authentication failure``), ``set_hang(seconds)`` holds every token request that long
-(introspection is not held), ``revoke(token)`` and ``expire(token)`` kill one token.
+``NO [UNAVAILABLE] Temporary authentication failure. [HOST:TIME]``, Postfix its usual ``535
+5.7.8 Error: authentication failed: (reason unavailable)``; see tests/test_oauth_stack.py),
+``set_hang(seconds)`` holds every token request that long (introspection is not held),
+``revoke(token)`` and ``expire(token)`` kill one token.
 
 From Python::
 
