@@ -38,9 +38,23 @@ valid for ``localhost`` and ``127.0.0.1``.  Failed logins are answered at once (
 ``auth_failure_delay``, no anvil penalty), so wrong-password tests are fast.  Users
 (``probe``, ``other``, ``sender`` @roundtrip.test) and their passwords are in ``USERS``.
 
+OAuth2: IMAP and SMTP AUTH also offer XOAUTH2 and OAUTHBEARER (RFC 7628).  Dovecot's
+``oauth2`` passdb asks a token service about every token it is shown (introspection, no auth
+cache, so a revoked token fails at the next login); only these two mechanisms reach it, so
+password logins never wait for it.  The token service is *not* started here: run
+``tools/tokenservice.py`` (the test suite's ``tokens`` fixture does) with HTTPS and the stack's
+server certificate on ``port base + 443`` (``TOKEN_SERVICE_OFFSET``), or give another base URL
+with ``MailStack(..., oauth2_url=URL)`` / ``--oauth2-url``; Dovecot trusts the stack's CA for it.
+While nothing listens there, every token login fails with ``NO [UNAVAILABLE]``.  Tokens must
+carry the scope ``https://mail.roundtrip.test/`` (``MAIL_SCOPE``).  Every user can log in with a
+token; ``oauth@roundtrip.test`` (``OAUTH_USERS``) has a mailbox and no password at all.  The
+info JSON's ``oauth2`` entry has the URLs, port, scope, mechanisms and OAuth users.  Dovecot
+accepts a token in clear on loopback (it counts loopback as secure), before STARTTLS too.
+
 Command line::
 
     python3 tools/mailstack.py {install,start,stop,status,info} [--dir DIR] [--port-base N]
+                               [--oauth2-url URL]
 
 ``install`` installs the packages if missing; ``start`` installs if needed, writes the config,
 starts Dovecot then Postfix, waits for every port and prints the info JSON (ports, users,
@@ -53,7 +67,7 @@ and ``DIR/log/dovecot.log``.
 
 From Python (load the file by path; stdlib only)::
 
-    stack = MailStack("/tmp/my-stack", 13000)
+    stack = MailStack("/tmp/my-stack", 13000)   # oauth2_url=... to move the token service
     info = stack.start()        # idempotent; same dict as `info`
     stack.flush_queue()         # postqueue -f for this instance
     stack.stop()
@@ -103,6 +117,17 @@ USERS = {
     "other": "0ther-Pw-2b8e41",
     "sender": "S3nder-Pw-9d1c57",
 }
+
+# Mailboxes with no password at all: they can only log in with an OAuth2 bearer token.
+OAUTH_USERS = ["oauth"]
+
+# OAuth2 (SASL XOAUTH2 / OAUTHBEARER): Dovecot asks a token service for every token it is shown
+# (RFC 7662 style introspection, no cache).  The service listens on port base + this offset
+# (tools/tokenservice.py; not started by this module) unless MailStack(oauth2_url=...) says
+# otherwise.  Every word of MAIL_SCOPE must be in a token's scope.
+TOKEN_SERVICE_OFFSET = 443
+MAIL_SCOPE = "https://mail.roundtrip.test/"
+OAUTH2_TIMEOUT_MS = 5000
 
 APT_PACKAGES = ["postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "openssl"]
 REQUIRED_FILES = [
@@ -255,10 +280,12 @@ ssl_min_protocol = TLSv1.2
 
 # Tests send passwords in clear on purpose, and test wrong passwords without waiting.
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 auth_failure_delay = 0
 auth_default_realm = {domain}
 auth_verbose = yes
+# No cache: every OAuth2 login asks the token service, so a revoked token fails at once.
+auth_cache_size = 0
 
 # auth_failure_delay = 0 still leaves Dovecot 2.3.19 answering failures from a 500 ms timer
 # unless the request carries `nodelay`.  A failing passdb's own fields are rolled back, so
@@ -270,10 +297,19 @@ passdb {{
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {users_file}
+  mechanisms = plain login
 }}
+# Bearer tokens (XOAUTH2, OAUTHBEARER) are introspected by the token service ({oauth2_conf}).
+# Only these two mechanisms reach it, so a wrong password never waits for HTTP.
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {oauth2_conf}
+}}
+# Every mailbox, also those without a password (OAUTH_USERS).
 userdb {{
   driver = passwd-file
-  args = {users_file}
+  args = {userdb_file}
   default_fields = uid={mail_user} gid={mail_group} home={mail_root}/%d/%n
 }}
 
@@ -338,6 +374,30 @@ protocol lmtp {{
 protocol imap {{
   mail_max_userip_connections = 200
 }}
+"""
+
+# Dovecot's oauth2 passdb (args file).  Dovecot 2.3.19 POSTs `token=...` to the introspection URL
+# (RFC 7662 style; the URL is not %-expanded, and an unexpanded %u in it makes the auth process
+# panic) and never says who is logging in.  So the login name is checked in two steps:
+# - username_format = %Ld: the answer's `username` must be in the login's domain;
+# - the answer's `mailboxes` (",a@d,b@d,": the mailboxes this token may open: a user token its
+#   own, an app-only token those the app was granted) must contain the login, else allow_nets
+#   becomes a network no client has and the login fails like a bad token.  A missing `mailboxes`
+#   fails too.
+# `active` and `scope` (MAIL_SCOPE must be one of its words) come from the answer; Dovecot checks
+# no expiry itself.  pass_attrs values may not contain spaces or a top-level ':'.
+DOVECOT_OAUTH2_CONF = """\
+# Generated by tools/mailstack.py.
+introspection_mode = post
+introspection_url = {oauth2_introspection_url}
+tls_ca_cert_file = {ca_file}
+username_attribute = username
+username_format = %Ld
+active_attribute = active
+active_value = true
+scope = {mail_scope}
+pass_attrs = allow_nets=%{{if;%{{oauth2:mailboxes}};*;*,%Lu,*;127.0.0.0/8;192.0.2.0/32}}
+timeout_msecs = {oauth2_timeout_ms}
 """
 
 # Extensions of a certificate issued by the throwaway CA (Python 3.13's strict verification
@@ -598,19 +658,26 @@ def _stop_system_services() -> None:
 class MailStack:
     """One private Postfix + Dovecot pair, living in ``base_dir`` on ports ``port_base + N``."""
 
-    def __init__(self, base_dir: str | None = None, port_base: int | None = None) -> None:
+    def __init__(
+        self, base_dir: str | None = None, port_base: int | None = None, oauth2_url: str | None = None
+    ) -> None:
         self.dir = Path(base_dir or os.environ.get(ENV_DIR) or DEFAULT_DIR).resolve()
         self.postfix_dir = self.dir / "postfix"  # main.cf, master.cf
         self.spool = self.dir / "spool"  # Postfix's queue; Dovecot's LMTP and auth sockets
         self.dovecot_conf = self.dir / "dovecot" / "dovecot.conf"
         self.dovecot_run = self.dir / "dovecot" / "run"  # Dovecot's base_dir
-        self.users_file = self.dir / "dovecot" / "users"
+        self.users_file = self.dir / "dovecot" / "users"  # passdb: password users only
+        self.userdb_file = self.dir / "dovecot" / "userdb"  # every mailbox, no passwords
+        self.oauth2_conf = self.dir / "dovecot" / "oauth2.conf.ext"
         self.tls_dir = self.dir / "tls"
         self.log_dir = self.dir / "log"
         self.mail_root = self.dir / "mail"
         self.state_file = self.dir / "stack.json"
         self.port_base = self._choose_port_base(port_base)
         self.ports = {name: self.port_base + offset for name, offset in PORT_OFFSETS.items()}
+        self.token_service_port = self.port_base + TOKEN_SERVICE_OFFSET
+        # The token service's base URL: Dovecot introspects at <oauth2_url>/introspect.
+        self.oauth2_url = (oauth2_url or f"https://{HOST}:{self.token_service_port}").rstrip("/")
 
     # ---- public API -----------------------------------------------------------------------
 
@@ -626,6 +693,7 @@ class MailStack:
         with _file_lock(self.dir / ".lock"):
             if self.running():
                 self._check_same_port_base()
+                self._check_same_oauth2_url()
                 return self.info()
             self._stop_locked()  # half a stack (one daemon died) is restarted whole
             self._check_ports_free()
@@ -665,7 +733,20 @@ class MailStack:
                 name: {"address": f"{name}@{DOMAIN}", "login": f"{name}@{DOMAIN}", "password": password}
                 for name, password in USERS.items()
             },
-            "maildir": {name: str(self.maildir(name)) for name in USERS},
+            "maildir": {name: str(self.maildir(name)) for name in [*USERS, *OAUTH_USERS]},
+            "oauth2": {
+                # Where Dovecot expects the token service (tools/tokenservice.py) to listen.
+                "url": self.oauth2_url,
+                "token_url": f"{self.oauth2_url}/token",
+                "introspection_url": self._introspection_url(),
+                "port": self.token_service_port,
+                "scope": MAIL_SCOPE,
+                "mechanisms": ["XOAUTH2", "OAUTHBEARER"],
+                # Mailboxes without a password; every user above may log in with a token too.
+                "users": {name: {"address": f"{name}@{DOMAIN}", "login": f"{name}@{DOMAIN}"} for name in OAUTH_USERS},
+                "server_cert": str(self.tls_dir / "server.pem"),
+                "server_key": str(self.tls_dir / "server.key"),
+            },
             "postfix_config": str(self.postfix_dir),
             "dovecot_config": str(self.dovecot_conf),
             "logs": {
@@ -710,6 +791,21 @@ class MailStack:
                 f"{self.port_base}: stop it first"
             )
 
+    def _check_same_oauth2_url(self) -> None:
+        try:
+            saved = json.loads(self.state_file.read_text()).get("oauth2_url")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        if saved is not None and saved != self.oauth2_url:
+            raise RuntimeError(
+                f"the stack in {self.dir} is already running with the token service at {saved}, not "
+                f"{self.oauth2_url}: stop it first"
+            )
+
+    def _introspection_url(self) -> str:
+        """Where Dovecot POSTs `token=...` (see DOVECOT_OAUTH2_CONF)."""
+        return f"{self.oauth2_url}/introspect"
+
     def _check_ports_free(self) -> None:
         busy = {name: port for name, port in self.ports.items() if _port_open(HOST, port)}
         if busy:
@@ -750,7 +846,7 @@ class MailStack:
         self._write_postfix_config(values)
         self._make_mail_store()
         self._make_postfix_queue()
-        _write(self.state_file, json.dumps({"port_base": self.port_base}) + "\n")
+        _write(self.state_file, json.dumps({"port_base": self.port_base, "oauth2_url": self.oauth2_url}) + "\n")
 
     def _template_values(self) -> dict[str, object]:
         mail = pwd.getpwnam("mail")
@@ -764,7 +860,7 @@ class MailStack:
             "postfix_log": self.log_dir / "postfix.log",
             "log_dir": self.log_dir,
             "syslog_name": f"postfix-rt{self.port_base}",
-            "mailbox_map": ", ".join(f"{user}@{DOMAIN}=ok" for user in USERS),
+            "mailbox_map": ", ".join(f"{user}@{DOMAIN}=ok" for user in [*USERS, *OAUTH_USERS]),
             "server_cert": self.tls_dir / "server.pem",
             "server_key": self.tls_dir / "server.key",
             "instance_name": f"dovecot-rt{self.port_base}",
@@ -773,6 +869,12 @@ class MailStack:
             "dovecot_log": self.log_dir / "dovecot.log",
             "ssl_dh_line": f"ssl_dh = <{dh_file}" if dh_file.exists() else "",
             "users_file": self.users_file,
+            "userdb_file": self.userdb_file,
+            "oauth2_conf": self.oauth2_conf,
+            "oauth2_introspection_url": self._introspection_url(),
+            "ca_file": self.tls_dir / "ca.pem",
+            "mail_scope": MAIL_SCOPE,
+            "oauth2_timeout_ms": OAUTH2_TIMEOUT_MS,
             "mail_user": mail.pw_name,
             "mail_group": grp.getgrgid(mail.pw_gid).gr_name,
             "mail_uid": mail.pw_uid,
@@ -782,8 +884,12 @@ class MailStack:
     def _write_dovecot_config(self, values: dict[str, object]) -> None:
         # passwd-file lines: user:password:uid:gid:gecos:home:shell:extra (uid... from userdb)
         users = "".join(f"{name}@{DOMAIN}:{password}::::::\n" for name, password in USERS.items())
-        _write(self.users_file, users, mode=0o640)
-        os.chown(self.users_file, 0, grp.getgrnam("dovecot").gr_gid)  # read by the auth process
+        userdb = "".join(f"{name}@{DOMAIN}:::::::\n" for name in [*USERS, *OAUTH_USERS])
+        dovecot_gid = grp.getgrnam("dovecot").gr_gid
+        for path, text in ((self.users_file, users), (self.userdb_file, userdb)):
+            _write(path, text, mode=0o640)
+            os.chown(path, 0, dovecot_gid)  # read by the auth process
+        _write(self.oauth2_conf, DOVECOT_OAUTH2_CONF.format(**values))
         _write(self.dovecot_conf, DOVECOT_CONF.format(**values))
 
     def _write_postfix_config(self, values: dict[str, object]) -> None:
@@ -794,7 +900,7 @@ class MailStack:
         """DIR/mail/roundtrip.test/USER/Maildir/{cur,new,tmp}, all owned by `mail`."""
         _mkdir(self.mail_root, owner="mail")
         _mkdir(self.mail_root / DOMAIN, owner="mail")
-        for user in USERS:
+        for user in [*USERS, *OAUTH_USERS]:
             maildir = self.maildir(user)
             if (maildir / "tmp").is_dir():
                 continue
@@ -911,8 +1017,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port-base", type=int, help=f"ports are base + offset (default: ${ENV_PORT_BASE} or {DEFAULT_PORT_BASE})"
     )
+    parser.add_argument(
+        "--oauth2-url", help="the token service's base URL (default: https://127.0.0.1:<port base + 443>)"
+    )
     args = parser.parse_args(argv)
-    stack = MailStack(args.dir, args.port_base)
+    stack = MailStack(args.dir, args.port_base, args.oauth2_url)
     try:
         if args.command == "install":
             stack.install()
