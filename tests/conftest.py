@@ -2,7 +2,8 @@
 
 The stack (tools/mailstack.py: Postfix + Dovecot from Debian's packages on loopback) is started
 once per test session and stopped afterwards. PRTG_RT_PORT_BASE / PRTG_RT_STACK_DIR choose
-another port block and directory, so two suites can run side by side.
+another port block and directory, so two suites can run side by side. `tokens` is the OAuth2
+token service (tools/tokenservice.py) that the stack's Dovecot asks about bearer tokens.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def _load_tool(name: str) -> Any:
 
 check_output = _load_tool("check_output")
 mailstack = _load_tool("mailstack")
+tokenservice = _load_tool("tokenservice")
 
 # Each test session starts with no memory of earlier sweeps (prtg_roundtrip/state.py).
 os.environ["PRTG_RT_STATE_DIR"] = tempfile.mkdtemp(prefix="prtg-rt-state-")
@@ -95,6 +97,29 @@ def stack() -> Iterator[Dict[str, Any]]:
     info["_stack"] = ms
     yield info
     ms.stop()
+
+
+@pytest.fixture(scope="session")
+def tokens(stack: Dict[str, Any]) -> Iterator[Any]:
+    """The OAuth2 token service (tools/tokenservice.TokenService), wired into the stack.
+
+    It serves HTTPS with the stack's server certificate (verify with stack["ca_file"]) on the
+    port where the stack's Dovecot introspects tokens (stack["oauth2"]["port"], port base + 443):
+    IMAP and SMTP AUTH XOAUTH2 / OAUTHBEARER work with its tokens for every mailbox, also the
+    password-less stack["oauth2"]["users"]["oauth"].  tokens.token_url is the token endpoint
+    (tokens.url + "/token"; Microsoft's /TENANT/oauth2/v2.0/token works too).
+
+    One service for the whole session: a test that registers clients, counts requests or
+    changes its behaviour (set_down, set_hang, rotate_refresh_tokens, set_lifetime) calls
+    tokens.reset() first and must not leave it down or hanging (reset() again at the end).
+    """
+    oauth2 = stack["oauth2"]
+    service = tokenservice.TokenService(stack["host"], oauth2["port"], certfile=oauth2["server_cert"],
+                                        keyfile=oauth2["server_key"])
+    service.start()
+    assert service.url == oauth2["url"], (service.url, oauth2["url"])
+    yield service
+    service.stop()
 
 
 def port(info: Dict[str, Any], name: str) -> str:
