@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
+from conftest import mailstack, tokenservice
 
 from prtg_roundtrip import oauth2
 from prtg_roundtrip.auth import OAuth2Client, Provider, SecretValue, TokenSource
@@ -44,13 +45,6 @@ from prtg_roundtrip.oauth2.cache import TokenCache, margin, usable
 from prtg_roundtrip.transcript import Transcript
 
 ROOT = Path(__file__).resolve().parent.parent
-
-if not (ROOT / "tools" / "tokenservice.py").exists():  # pragma: no cover - until oauth-stack is merged
-    pytest.skip("tools/tokenservice.py (the local token service) is not in this tree", allow_module_level=True)
-
-from conftest import _load_tool, mailstack  # noqa: E402
-
-tokenservice = _load_tool("tokenservice")
 MAIL_SCOPE = tokenservice.MAIL_SCOPE
 USER = "probe@roundtrip.test"
 OTHER = "other@roundtrip.test"
