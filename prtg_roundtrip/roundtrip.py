@@ -20,7 +20,7 @@ from .imap_wait import Found, receive_result, wait_for
 from .measurement import Measurement, evaluate
 from .probe import ProbeMail, build_probe
 from .report import Report
-from .settings import SearchMethod, Settings
+from .settings import SearchMethod, Settings, TlsSettings
 from .smtp_send import SendResult, send_probe
 from .state import SweepState
 from .transcript import Transcript
@@ -31,21 +31,26 @@ T = TypeVar("T")
 class Tokens:
     """The token step: an OAuth2 leg's Auth -> a BearerLogin, and the time that took."""
 
-    def __init__(self, deadline: Deadline, environ: Mapping[str, str], transcript: Transcript):
+    def __init__(self, deadline: Deadline, environ: Mapping[str, str], transcript: Transcript, tls: TlsSettings):
         self.deadline = deadline
         self.environ = environ
         self.transcript = transcript
+        self.tls = tls  # the token endpoint is verified like the mail servers (--ca-file, --insecure)
         self.seconds = 0.0  # spent getting tokens (0 when every token came from the cache)
         self.used = False
+        self.refreshed = False  # a refused token was replaced: other legs may share it
 
     def login(self, auth: Auth, refresh: bool = False) -> Login:
         if not isinstance(auth, OAuth2Auth):
             return auth
         from .oauth2 import get_token  # only runs that use OAuth2 import it
+        from .tls import make_context
 
         self.used = True
-        token = get_token(auth.source, self.deadline, self.environ, refresh=refresh, transcript=self.transcript)
+        token = get_token(auth.source, self.deadline, self.environ, refresh=refresh, transcript=self.transcript,
+                          context=make_context(self.tls))
         self.seconds += token.elapsed
+        self.refreshed = self.refreshed or refresh
         return BearerLogin(auth.user, token.value, auth.mechanism, auth.allow_plain_loopback)
 
 
@@ -67,7 +72,7 @@ def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
     state = SweepState(settings.sensor_id, environ)
     sweep_due = state.sweep_due()
     notes = budget_notes(settings)
-    tokens = Tokens(deadline, environ, transcript)
+    tokens = Tokens(deadline, environ, transcript, settings.tls)
     imap_login = tokens.login(settings.imap.auth)
     smtp_login = tokens.login(settings.smtp.auth)
     probe = build_probe(settings.mail, settings.sensor_id, settings.timeout)
@@ -78,6 +83,8 @@ def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
         finally:
             cleartext.extend(session.cleartext)
         mailbox = Mailbox(session, settings.imap.search)
+        if tokens.refreshed:  # the IMAP leg replaced a shared token: take the new one from the cache
+            smtp_login = tokens.login(settings.smtp.auth)
         state.probe_in_flight()
 
         def send(login: Login) -> SendResult:

@@ -220,11 +220,12 @@ class _Plan:
                     raise TokenError("client credentials need the client secret", hint="Give --oauth2-client-secret")
 
     def key(self) -> str:
-        """The cache key. Microsoft app-only tokens are the app's, not a user's: one for both legs."""
+        """The cache key. App-only tokens (client credentials, Microsoft 365 or generic) are the app's,
+        not a user's: one for both legs."""
         client = self.client
-        if client.provider is Provider.MICROSOFT365 and self.grant == "client_credentials":
-            parts: Tuple[Optional[str], ...] = ("microsoft365-app", client.tenant, client.client_id, self.scope,
-                                                self.url)
+        if client.provider is not Provider.GOOGLE and self.grant == "client_credentials":
+            parts: Tuple[Optional[str], ...] = (f"{client.provider.value}-app", client.tenant, client.client_id,
+                                                self.scope, self.url)
         else:
             parts = (self.source.cache_key, client.provider.value, self.grant, client.client_id, self.url,
                      self.scope, self.source.user)
