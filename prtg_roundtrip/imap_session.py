@@ -408,4 +408,5 @@ def server_text(exc: BaseException) -> str:
         text = text.replace(prefix, "")
     text = re.sub(r"^(select|login|search|fetch|store|expunge|idle|authenticate) failed: ", "", text.strip("'\" "))
     text = re.sub(r"\s*\(\d+\.\d+(?: \+ \d+\.\d+)* secs\)", "", text)  # Dovecot's timing note
+    text = re.sub(r"'?\s*This error may have been caused by .*$", "", text, flags=re.S)  # IMAPClient's advice
     return text.rstrip(". ") or type(exc).__name__

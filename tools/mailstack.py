@@ -121,6 +121,16 @@ USERS = {
 # Mailboxes with no password at all: they can only log in with an OAuth2 bearer token.
 OAUTH_USERS = ["oauth"]
 
+# Logins that are no plain ASCII words, as real sites have them (UTF-8, a space, IMAP's literal
+# syntax, quotes and backslashes in the password): each is another name for an existing mailbox
+# (the passdb's user= field renames it), so delivery stays ASCII.  Dovecot accepts any
+# characters in user names here (auth_username_chars is empty).
+LOGIN_ALIASES = {
+    "utf8": ("prübe@" + DOMAIN, "Pässwört-Ünï-7c1e", "probe"),
+    "space": ("john smith@" + DOMAIN, 'Sp ace "quo" \\ 9a', "probe"),
+    "literal": ("x{5}@" + DOMAIN, "Lit{5}eral-3b", "probe"),
+}
+
 # OAuth2 (SASL XOAUTH2 / OAUTHBEARER): Dovecot asks a token service for every token it is shown
 # (RFC 7662 style introspection, no cache).  The service listens on port base + this offset
 # (tools/tokenservice.py; not started by this module) unless MailStack(oauth2_url=...) says
@@ -284,6 +294,8 @@ auth_mechanisms = plain login xoauth2 oauthbearer
 auth_failure_delay = 0
 auth_default_realm = {domain}
 auth_verbose = yes
+# Any character in a login name (see LOGIN_ALIASES): UTF-8, spaces, braces.
+auth_username_chars =
 # No cache: every OAuth2 login asks the token service, so a revoked token fails at once.
 auth_cache_size = 0
 
@@ -463,7 +475,7 @@ def _mkdir(path: Path, mode: int = 0o755, owner: str | None = None) -> None:
 def _write(path: Path, text: str, mode: int = 0o644, backdate: bool = False) -> None:
     """Replace a file's content; optionally make it look a minute old."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     tmp.chmod(mode)
     tmp.replace(path)
     if backdate:
@@ -734,6 +746,11 @@ class MailStack:
                 for name, password in USERS.items()
             },
             "maildir": {name: str(self.maildir(name)) for name in [*USERS, *OAUTH_USERS]},
+            # other login names of existing mailboxes (LOGIN_ALIASES): UTF-8, a space, braces
+            "aliases": {
+                key: {"login": login, "password": password, "mailbox": mailbox}
+                for key, (login, password, mailbox) in LOGIN_ALIASES.items()
+            },
             "oauth2": {
                 # Where Dovecot expects the token service (tools/tokenservice.py) to listen.
                 "url": self.oauth2_url,
@@ -884,6 +901,8 @@ class MailStack:
     def _write_dovecot_config(self, values: dict[str, object]) -> None:
         # passwd-file lines: user:password:uid:gid:gecos:home:shell:extra (uid... from userdb)
         users = "".join(f"{name}@{DOMAIN}:{password}::::::\n" for name, password in USERS.items())
+        users += "".join(f"{login}:{password}::::::user={mailbox}@{DOMAIN}\n"
+                         for login, password, mailbox in LOGIN_ALIASES.values())
         userdb = "".join(f"{name}@{DOMAIN}:::::::\n" for name in [*USERS, *OAUTH_USERS])
         dovecot_gid = grp.getgrnam("dovecot").gr_gid
         for path, text in ((self.users_file, users), (self.userdb_file, userdb)):
