@@ -102,7 +102,7 @@ class _LoginRecorder(FakeImapServer):
                     while len(data) < size:
                         data += conn.read_some()
                     literal, rest = data[:size], data[size:]
-                    conn._buffer = rest + conn._buffer  # type: ignore[attr-defined]
+                    conn._buffer = rest + conn._buffer
                     tail = conn.readline()
                     raw = raw + b"\r\n" + literal + tail
                 self.logins.append(raw)
@@ -120,12 +120,13 @@ class _LoginRecorder(FakeImapServer):
 ])
 def test_without_auth_plain_the_sensor_sends_login_with_astrings(stack, user, expected_user):
     password = "Pässwört-Ünï-7c1e"
-    with _LoginRecorder() as imap, FakeSmtpServer() as smtp:
+    recorder = _LoginRecorder()
+    with recorder as imap, FakeSmtpServer() as smtp:
         args = with_options(base_args(stack), imap_host=imap.host, imap_port=str(imap.port), smtp_host=smtp.host,
                             smtp_port=str(smtp.port), imap_user=user, imap_password=password, max_trip_time="1",
                             timeout="10")
         run = run_sensor(args + ["--verbose"])
-        logins = list(imap.logins)
+        logins = list(recorder.logins)
     assert run.text.startswith("Delivery"), run.text  # logged in; the fake delivers nothing
     assert len(logins) == 1
     assert logins[0].split(b" ", 2)[2].startswith(expected_user), logins[0]
