@@ -613,6 +613,22 @@ def test_tokens_are_opaque_and_listed_as_secrets(idp: Any) -> None:
     assert set(idp.secrets()) >= {*minted, refresh, "Listed-S3cret"}
 
 
+def test_control_helpers(stack: Dict[str, Any], idp: Any) -> None:
+    """mint_app, tokens(), is_active, set_lifetime: what sensor tests use to stage a cache."""
+    probe = stack["users"]["probe"]["login"]
+    idp.add_client("app", secret="S", mailboxes=[probe])
+    app_token = idp.mint_app("app")
+    assert imap_login(stack, "imaps", "XOAUTH2", probe, app_token)[0].startswith("OK")
+    idp.set_lifetime(5)
+    status, body = post(idp.token_url, stack, grant_type="client_credentials", client_id="app", client_secret="S")
+    assert status == 200 and 4 <= body["expires_in"] <= 5
+    assert idp.tokens("access") == [app_token, body["access_token"]]
+    assert idp.is_active(body["access_token"])
+    idp.revoke(body["access_token"])
+    assert not idp.is_active(body["access_token"]) and idp.is_active(app_token)
+    assert [entry["auth"] for entry in idp.history("token")] == ["form"]
+
+
 def test_discovery_document_for_msal(stack: Dict[str, Any], idp: Any) -> None:
     url = idp.url + "/tenant-1/v2.0/.well-known/openid-configuration"
     with urllib.request.urlopen(url, context=tls_context(stack), timeout=10) as answer:  # noqa: S310
