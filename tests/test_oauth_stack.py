@@ -31,10 +31,13 @@ import json
 import smtplib
 import socket
 import ssl
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
@@ -321,6 +324,18 @@ def test_user_token_opens_only_its_own_mailbox(stack: Dict[str, Any], idp: Any) 
     assert imap_login(stack, "imaps", "XOAUTH2", stack["users"]["probe"]["login"], token)[0].startswith("OK")
 
 
+def test_login_name_forms(stack: Dict[str, Any], idp: Any) -> None:
+    """Login names compare without case and take the default domain; wildcards and lists (which
+    the mailbox check's pattern could be fooled by) never reach it: Dovecot refuses them first,
+    without a challenge."""
+    token = idp.mint(stack["users"]["probe"]["login"])
+    for login in ("probe", "PROBE@Roundtrip.Test"):
+        assert imap_login(stack, "imaps", "XOAUTH2", login, token)[0].startswith("OK"), login
+    for login in ("*@roundtrip.test", "?robe@roundtrip.test", "probe@roundtrip.test,other@roundtrip.test"):
+        assert imap_login(stack, "imaps", "XOAUTH2", login, token) == (IMAP_REFUSED, []), login
+    assert idp.requests("introspect") == 2
+
+
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_app_token_needs_mailbox_permission(stack: Dict[str, Any], idp: Any, mechanism: str) -> None:
     """Client credentials (Microsoft 365 style): one token for the app; a mailbox the app has no
@@ -598,9 +613,73 @@ def test_tokens_are_opaque_and_listed_as_secrets(idp: Any) -> None:
     assert set(idp.secrets()) >= {*minted, refresh, "Listed-S3cret"}
 
 
+def test_control_helpers(stack: Dict[str, Any], idp: Any) -> None:
+    """mint_app, tokens(), is_active, set_lifetime: what sensor tests use to stage a cache."""
+    probe = stack["users"]["probe"]["login"]
+    idp.add_client("app", secret="S", mailboxes=[probe])
+    app_token = idp.mint_app("app")
+    assert imap_login(stack, "imaps", "XOAUTH2", probe, app_token)[0].startswith("OK")
+    idp.set_lifetime(5)
+    status, body = post(idp.token_url, stack, grant_type="client_credentials", client_id="app", client_secret="S")
+    assert status == 200 and 4 <= body["expires_in"] <= 5
+    assert idp.tokens("access") == [app_token, body["access_token"]]
+    assert idp.is_active(body["access_token"])
+    idp.revoke(body["access_token"])
+    assert not idp.is_active(body["access_token"]) and idp.is_active(app_token)
+    assert [entry["auth"] for entry in idp.history("token")] == ["form"]
+
+
 def test_discovery_document_for_msal(stack: Dict[str, Any], idp: Any) -> None:
     url = idp.url + "/tenant-1/v2.0/.well-known/openid-configuration"
     with urllib.request.urlopen(url, context=tls_context(stack), timeout=10) as answer:  # noqa: S310
         document = json.loads(answer.read())
     assert document["token_endpoint"] == idp.url + "/tenant-1/oauth2/v2.0/token"
     assert document["authorization_endpoint"]
+
+
+def test_claims_only_without_cryptography(stack: Dict[str, Any], idp: Any, monkeypatch: Any) -> None:
+    """Without the cryptography package: keys come from openssl, signatures are not checked, the
+    claims still are."""
+    monkeypatch.setattr(tokenservice, "HAVE_CRYPTOGRAPHY", False)
+    key = idp.add_service_account()
+    assert "PRIVATE KEY" in key["private_key"]
+    now = int(time.time())
+    claims = {"iss": key["client_email"], "sub": oauth_user(stack), "scope": tokenservice.MAIL_SCOPE,
+              "aud": key["token_uri"], "iat": now, "exp": now + 600}
+
+    def unsigned(**changes: Any) -> str:
+        parts = [{"alg": "RS256", "typ": "JWT"}, {**claims, **changes}]
+        encoded = [base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode() for part in parts]
+        return ".".join([*encoded, "bm90LWEtc2lnbmF0dXJl"])
+
+    status, body = post(idp.token_url, stack, grant_type=tokenservice.JWT_BEARER_GRANT, assertion=unsigned())
+    assert status == 200, body
+    status, body = post(idp.token_url, stack, grant_type=tokenservice.JWT_BEARER_GRANT,
+                        assertion=unsigned(aud=idp.url))
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+
+def test_runs_as_a_script(stack: Dict[str, Any], tmp_path: Any) -> None:
+    """python3 tools/tokenservice.py: prints its URLs and minted tokens as JSON, then serves."""
+    script = Path(tokenservice.__file__)
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--client", "app:S3cret:probe@roundtrip.test", "--mint", "probe@roundtrip.test",
+         "--cert", stack["oauth2"]["server_cert"], "--key", stack["oauth2"]["server_key"]],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.rstrip() == "}":
+                break
+        printed = json.loads("".join(lines))
+        assert printed["token_url"].startswith("https://127.0.0.1:") and printed["token_url"].endswith("/token")
+        assert printed["tokens"]["probe@roundtrip.test"].startswith("rtAT-")
+        status, body = post(printed["token_url"], stack, grant_type="client_credentials", client_id="app",
+                            client_secret="S3cret")
+        assert status == 200, body
+    finally:
+        process.terminate()
+        process.wait(10)

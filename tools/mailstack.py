@@ -298,6 +298,9 @@ auth_verbose = yes
 auth_username_chars =
 # No cache: every OAuth2 login asks the token service, so a revoked token fails at once.
 auth_cache_size = 0
+# Dovecot's default, stated because the oauth2 passdb's mailbox check (DOVECOT_OAUTH2_CONF)
+# relies on it: no wildcard (* ?) or list separator (,) can be part of a login name.
+auth_username_chars = abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@
 
 # auth_failure_delay = 0 still leaves Dovecot 2.3.19 answering failures from a 500 ms timer
 # unless the request carries `nodelay`.  A failing passdb's own fields are rolled back, so
