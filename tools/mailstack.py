@@ -123,8 +123,8 @@ OAUTH_USERS = ["oauth"]
 
 # Logins that are no plain ASCII words, as real sites have them (UTF-8, a space, IMAP's literal
 # syntax, quotes and backslashes in the password): each is another name for an existing mailbox
-# (the passdb's user= field renames it), so delivery stays ASCII.  Dovecot accepts any
-# characters in user names here (auth_username_chars is empty).
+# (the passdb's user= field renames it), so delivery stays ASCII.  auth_username_chars admits
+# exactly the characters these need.
 LOGIN_ALIASES = {
     "utf8": ("prübe@" + DOMAIN, "Pässwört-Ünï-7c1e", "probe"),
     "space": ("john smith@" + DOMAIN, 'Sp ace "quo" \\ 9a', "probe"),
@@ -294,13 +294,12 @@ auth_mechanisms = plain login xoauth2 oauthbearer
 auth_failure_delay = 0
 auth_default_realm = {domain}
 auth_verbose = yes
-# Any character in a login name (see LOGIN_ALIASES): UTF-8, spaces, braces.
-auth_username_chars =
 # No cache: every OAuth2 login asks the token service, so a revoked token fails at once.
 auth_cache_size = 0
-# Dovecot's default, stated because the oauth2 passdb's mailbox check (DOVECOT_OAUTH2_CONF)
-# relies on it: no wildcard (* ?) or list separator (,) can be part of a login name.
-auth_username_chars = abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@
+# Dovecot's default, plus what LOGIN_ALIASES need (a space, braces, the bytes of UTF-8 "ü");
+# stated because the oauth2 passdb's mailbox check (DOVECOT_OAUTH2_CONF) relies on it: no
+# wildcard (* ?) or list separator (,) can be part of a login name.
+auth_username_chars = abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@ {{}}ü
 
 # auth_failure_delay = 0 still leaves Dovecot 2.3.19 answering failures from a 500 ms timer
 # unless the request carries `nodelay`.  A failing passdb's own fields are rolled back, so
