@@ -244,6 +244,18 @@ def test_refresh_true_drops_the_cached_token(idp: Any, env: Dict[str, str]) -> N
     assert third.value == second.value and not third.fetched
 
 
+def test_refused_token_dropped_even_when_the_new_fetch_fails(idp: Any, env: Dict[str, str]) -> None:
+    first = oauth2.get_token(generic(idp), budget(), env)
+    idp.set_down(True)
+    try:
+        failure(generic(idp), env, refresh=True)
+    finally:
+        idp.set_down(False)
+    later = oauth2.get_token(generic(idp), budget(), env)  # the next run: not the refused token
+    assert later.fetched and later.value != first.value
+    assert idp.requests("token") == 3
+
+
 def test_refresh_true_takes_a_token_another_run_just_fetched(idp: Any, env: Dict[str, str]) -> None:
     first = oauth2.get_token(generic(idp), budget(), env)
     # Another run (another process: its own memory) refreshed meanwhile and wrote the cache.

@@ -45,7 +45,6 @@ from ..secrets import register
 from ..transcript import Transcript
 from . import command, grants, libraries
 from .cache import TokenCache, usable
-from .http import host_of
 from .rotation import store_back
 
 MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105
@@ -106,6 +105,13 @@ def get_token(
         last = _handed_out.get(cache.path)
         if usable(entry) and (not refresh or (last is not None and entry.get("access_token") != last)):
             return _cached(entry, cache, transcript)  # another run fetched it meanwhile
+        if refresh and entry.get("access_token"):
+            # The refused token goes now, so that no later run uses it if this fetch fails.
+            entry = {k: v for k, v in entry.items() if k in ("refresh_token", "refresh_source")}
+            try:
+                cache.write(entry)
+            except OSError as exc:
+                _note(transcript, f"token cache not writable ({exc.strerror or exc})")
         return _fetch(plan, entry, cache, deadline, context, transcript)
 
 
@@ -314,7 +320,3 @@ def _service_account_info(secret: SecretValue) -> Dict[str, Any]:
                          hint="Give the key file as downloaded from the Google Cloud console (file:PATH)")
     register(str(info["private_key"]))
     return info
-
-
-def describe_host(url: str) -> str:
-    return host_of(url)
