@@ -244,6 +244,18 @@ def test_refresh_true_drops_the_cached_token(idp: Any, env: Dict[str, str]) -> N
     assert third.value == second.value and not third.fetched
 
 
+def test_refused_token_dropped_even_when_the_new_fetch_fails(idp: Any, env: Dict[str, str]) -> None:
+    first = oauth2.get_token(generic(idp), budget(), env)
+    idp.set_down(True)
+    try:
+        failure(generic(idp), env, refresh=True)
+    finally:
+        idp.set_down(False)
+    later = oauth2.get_token(generic(idp), budget(), env)  # the next run: not the refused token
+    assert later.fetched and later.value != first.value
+    assert idp.requests("token") == 3
+
+
 def test_refresh_true_takes_a_token_another_run_just_fetched(idp: Any, env: Dict[str, str]) -> None:
     first = oauth2.get_token(generic(idp), budget(), env)
     # Another run (another process: its own memory) refreshed meanwhile and wrote the cache.
@@ -395,10 +407,12 @@ def test_plain_http_only_on_loopback(env: Dict[str, str]) -> None:
 
 
 class _HtmlHandler(BaseHTTPRequestHandler):
+    status = 200
+
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = b"<html><body>Please sign in</body></html>"
-        self.send_response(200)
+        self.send_response(self.status)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -408,19 +422,63 @@ class _HtmlHandler(BaseHTTPRequestHandler):
         pass
 
 
-def test_answer_that_is_not_json(env: Dict[str, str]) -> None:
-    """A fake: a proxy's login page in place of the token endpoint (the real service never does this)."""
-    server = HTTPServer(("127.0.0.1", 0), _HtmlHandler)
+def _html_answer(env: Dict[str, str], status: int) -> TokenError:
+    handler = type("Handler", (_HtmlHandler,), {"status": status})
+    server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         client = OAuth2Client(Provider.GENERIC, client_id="app", client_secret=SecretValue(SECRET),
                               token_url=f"http://127.0.0.1:{server.server_address[1]}/token")
+        return failure(TokenSource(USER, client), env)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_answer_that_is_not_json(env: Dict[str, str]) -> None:
+    """A fake: a proxy's login page in place of the token endpoint (the real service never does this)."""
+    error = _html_answer(env, 200)
+    assert "answered HTTP 200 with text/html, not an OAuth2 JSON answer" in error.message()
+
+
+def test_server_error_without_json(env: Dict[str, str]) -> None:
+    """A fake: a gateway's 502 page in front of the identity provider."""
+    error = _html_answer(env, 502)
+    assert "the identity provider is unavailable (HTTP 502)" in error.message()
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    """Answers every token request with an error whose description repeats the request."""
+
+    def do_POST(self) -> None:
+        sent = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        body = json.dumps({"error": "invalid_request", "error_description": f"cannot parse {sent}"}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_provider_description_is_redacted(env: Dict[str, str]) -> None:
+    """A fake: an identity provider that quotes the request (with the secret) in its error."""
+    server = HTTPServer(("127.0.0.1", 0), _EchoHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    secret = "Echoed-Secret-Value-77"
+    try:
+        client = OAuth2Client(Provider.GENERIC, client_id="app", client_secret=SecretValue(secret),
+                              token_url=f"http://127.0.0.1:{server.server_address[1]}/token")
         error = failure(TokenSource(USER, client), env)
     finally:
         server.shutdown()
         server.server_close()
-    assert "answered HTTP 200 with text/html, not an OAuth2 JSON answer" in error.message()
+    assert "refused the request as malformed (invalid_request: cannot parse" in error.message()
+    assert secret not in error.message() and "client_secret=***" in error.message()
 
 
 def test_https_certificate_verified(tls_idp: Any, env: Dict[str, str], context: Any) -> None:
@@ -523,11 +581,12 @@ def test_token_command_not_found(env: Dict[str, str]) -> None:
 def test_token_command_timeout_kills_it(env: Dict[str, str], tmp_path: Path) -> None:
     marker = tmp_path / "still-running"
     started = time.monotonic()
-    error = failure(command_source(f"sh -c 'sleep 2; sleep 3; touch {marker}'"), env, seconds=3.5)
+    # The helper's own child (in the background) would touch the marker after 3 s.
+    error = failure(command_source(f"sh -c '(sleep 3; touch {marker}) & sleep 20'"), env, seconds=3.5)
     assert time.monotonic() - started < 3.5
     assert "did not finish within 2.0 s" in error.message()
-    time.sleep(3.5)
-    assert not marker.exists()  # the whole process group was ended
+    time.sleep(2.0)
+    assert not marker.exists()  # the whole process group was ended, not only the shell
 
 
 # ---- Microsoft 365 -----------------------------------------------------------------------------

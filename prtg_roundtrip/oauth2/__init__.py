@@ -36,17 +36,17 @@ import json
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 from ..auth import OAuth2Client, Provider, SecretValue, TokenSource
 from ..deadline import Deadline
 from ..errors import TokenError
 from ..secrets import register
 from ..transcript import Transcript
-from . import command, grants, libraries
 from .cache import TokenCache, usable
-from .http import host_of
-from .rotation import store_back
+
+if TYPE_CHECKING:
+    from .grants import Fetched
 
 MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105
 MICROSOFT_SCOPE = "https://outlook.office365.com/.default"
@@ -81,6 +81,8 @@ def get_token(
     `refresh` (the mail server refused the cached one: drop it and fetch anew)."""
     _register_inputs(source)
     if source.command:
+        from . import command
+
         token, elapsed = command.run(source.command, deadline, environ)
         _note(transcript, f"token: from the command {command.program_name(source.command)} in "
                           f"{elapsed * 1000:.0f} ms (not cached)")
@@ -106,6 +108,13 @@ def get_token(
         last = _handed_out.get(cache.path)
         if usable(entry) and (not refresh or (last is not None and entry.get("access_token") != last)):
             return _cached(entry, cache, transcript)  # another run fetched it meanwhile
+        if refresh and entry.get("access_token"):
+            # The refused token goes now, so that no later run uses it if this fetch fails.
+            entry = {k: v for k, v in entry.items() if k in ("refresh_token", "refresh_source")}
+            try:
+                cache.write(entry)
+            except OSError as exc:
+                _note(transcript, f"token cache not writable ({exc.strerror or exc})")
         return _fetch(plan, entry, cache, deadline, context, transcript)
 
 
@@ -153,6 +162,8 @@ def _fetch(
         register(use)
         fetched = plan.fetch(deadline, context, refresh_token=use)
         if fetched.refresh_token and fetched.refresh_token != use:
+            from .rotation import store_back
+
             why = store_back(configured.reference, fetched.refresh_token)
             if why is None:
                 _note(transcript, f"the server rotated the refresh token: written back to {configured.reference}")
@@ -232,7 +243,10 @@ class _Plan:
         return "\x1f".join(p or "" for p in parts)
 
     def fetch(self, deadline: Deadline, context: Optional[ssl.SSLContext], refresh_token: Optional[str] = None
-              ) -> grants.Fetched:
+              ) -> Fetched:
+        # Imported here: a run with a cached token needs none of the HTTP, signing or library code.
+        from . import grants, libraries
+
         client = self.client
         provider = client.provider
         secret = client.client_secret.value if client.client_secret else None
@@ -253,7 +267,9 @@ class _Plan:
                                          scope=self.scope, context=context)
 
     def _microsoft(self, deadline: Deadline, context: Optional[ssl.SSLContext], secret: Optional[str]
-                   ) -> grants.Fetched:
+                   ) -> Fetched:
+        from . import grants, libraries
+
         client = self.client
         tenant = client.tenant or "organizations"
         # MSAL takes https:// endpoints only: a loopback http:// test service gets the standard library.
@@ -283,6 +299,8 @@ def _require(value: Optional[str], cause: str, option: str) -> None:
 
 
 def _need_cryptography(what: str, extra: str) -> None:
+    from . import grants
+
     if not grants.have_cryptography():
         raise TokenError(
             f"{what} needs a signing library, and neither {'MSAL' if extra == 'microsoft' else 'google-auth'} "
@@ -315,7 +333,3 @@ def _service_account_info(secret: SecretValue) -> Dict[str, Any]:
                          hint="Give the key file as downloaded from the Google Cloud console (file:PATH)")
     register(str(info["private_key"]))
     return info
-
-
-def describe_host(url: str) -> str:
-    return host_of(url)

@@ -16,7 +16,6 @@ import json
 import re
 import ssl
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -210,6 +209,7 @@ def read_certificate(path: str) -> Certificate:
 
 def microsoft_assertion(certificate: Certificate, client_id: str, token_url: str) -> str:
     """Microsoft's client assertion: RS256, x5t and x5t#S256 of the uploaded certificate."""
+    import uuid
     now = int(time.time())
     header = {"alg": "RS256", "typ": "JWT", "x5t": _b64url(certificate.sha1), "x5t#S256": _b64url(certificate.sha256)}
     claims = {

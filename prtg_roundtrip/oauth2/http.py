@@ -11,7 +11,6 @@ No proxy support: the token endpoint is connected directly.
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import json
 import ssl
@@ -76,6 +75,7 @@ def request(
     timeout: float = TOKEN_TIMEOUT,
 ) -> Answer:
     """One HTTP exchange with the identity provider; TokenError for anything but an answer."""
+    import http.client  # here: a run with a cached token makes no request
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
