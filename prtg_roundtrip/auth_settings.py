@@ -132,13 +132,11 @@ def leg_auth(v: Mapping[str, object], leg: str, environ: Mapping[str, str], clie
 
 
 def with_cache_key(auth: Auth, sensor: str) -> Auth:
-    """An OAuth2 leg's token source keyed by sensor and identity (oauth2/ hashes it further)."""
+    """An OAuth2 leg's token source keyed by sensor; oauth2/ adds the identity (client, scope, and
+    the user unless the token is the app's own)."""
     if not isinstance(auth, OAuth2Auth):
         return auth
-    client = auth.source.client
-    parts = [sensor, client.provider.value if client else "command", (client.client_id or "") if client else "",
-             auth.user, (client.scope or "") if client else "", auth.source.command or ""]
-    return replace(auth, source=replace(auth.source, cache_key="\x1f".join(parts)))
+    return replace(auth, source=replace(auth.source, cache_key=sensor))
 
 
 def _check_grant(client: OAuth2Client, refresh: Optional[SecretValue], leg: str) -> None:

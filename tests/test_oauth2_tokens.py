@@ -131,7 +131,7 @@ def microsoft(service: Any, *, secret: Optional[str] = SECRET, certificate: Opti
         client_secret=SecretValue(secret) if secret else None,
         token_url=f"{service.url}/{tenant}/oauth2/v2.0/token",
     )
-    return TokenSource(user, client, cache_key=f"sensor-1/{user}")
+    return TokenSource(user, client, cache_key="sensor-1")  # as auth_settings keys it: the sensor
 
 
 def budget(seconds: float = 20.0) -> Deadline:
@@ -708,7 +708,7 @@ def google_source(service: Any, key: Dict[str, str], user: str = USER, *, by_fil
         by_file.write_text(text)
         reference, text = f"file:{by_file}", text.splitlines()[0]  # what secrets.resolve gives: line 1
     client = OAuth2Client(Provider.GOOGLE, service_account=SecretValue(text, reference))
-    return TokenSource(user, client, cache_key=f"sensor-1/{user}")
+    return TokenSource(user, client, cache_key="sensor-1")  # as auth_settings keys it: the sensor
 
 
 @pytest.mark.skipif(not HAVE_GOOGLE_AUTH, reason="google-auth is not installed (pip install prtg-roundtrip[google])")

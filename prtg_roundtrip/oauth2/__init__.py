@@ -231,15 +231,14 @@ class _Plan:
                     raise TokenError("client credentials need the client secret", hint="Give --oauth2-client-secret")
 
     def key(self) -> str:
-        """The cache key. App-only tokens (client credentials, Microsoft 365 or generic) are the app's,
-        not a user's: one for both legs."""
+        """The cache key: per sensor and identity (`source.cache_key`, see auth_settings). App-only
+        tokens (client credentials, Microsoft 365 or generic) are the app's, not a user's: the
+        key leaves the user out, so both legs of a sensor share one token."""
         client = self.client
-        if client.provider is not Provider.GOOGLE and self.grant == "client_credentials":
-            parts: Tuple[Optional[str], ...] = (f"{client.provider.value}-app", client.tenant, client.client_id,
-                                                self.scope, self.url)
-        else:
-            parts = (self.source.cache_key, client.provider.value, self.grant, client.client_id, self.url,
-                     self.scope, self.source.user)
+        app_only = client.provider is not Provider.GOOGLE and self.grant == "client_credentials"
+        parts: Tuple[Optional[str], ...] = (self.source.cache_key, client.provider.value, self.grant, client.tenant,
+                                            client.client_id, self.url, self.scope,
+                                            None if app_only else self.source.user)
         return "\x1f".join(p or "" for p in parts)
 
     def fetch(self, deadline: Deadline, context: Optional[ssl.SSLContext], refresh_token: Optional[str] = None
