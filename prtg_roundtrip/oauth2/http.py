@@ -107,7 +107,10 @@ def request(
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    sent = {"Accept": "application/json", "User-Agent": "prtg-roundtrip", **(headers or {})}
+    # One request per connection, said so: a server that keeps the connection open may hold its
+    # answer behind Nagle's algorithm until our delayed ACK (measured: 44 ms instead of 3 ms
+    # against Python's http.server over TLS).
+    sent = {"Accept": "application/json", "User-Agent": "prtg-roundtrip", "Connection": "close", **(headers or {})}
     started = time.perf_counter()
     try:
         conn.connect()
