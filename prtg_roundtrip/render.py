@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from functools import lru_cache
 
 import jinja2
 
-from .report import Report
+from .report import Report, clean_text
 from .settings import OutputFormat
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -32,4 +33,7 @@ def _environment() -> jinja2.Environment:
 
 
 def render(report: Report, fmt: OutputFormat) -> str:
+    # The text is the one free-form part: cleaned once more here, so that no character XML
+    # forbids (or a lone surrogate) reaches any document, whoever built the report.
+    report = replace(report, text=clean_text(report.text))
     return _environment().get_template(_FILES[fmt]).render(report=report)

@@ -10,8 +10,15 @@ from typing import Optional, Tuple
 TEXT_LIMIT = 2000  # PRTG cuts the text at 2,000 characters
 MAX_CHANNELS = 50
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+# What XML 1.0 forbids or discourages, and what no document should carry: C0 and C1 controls,
+# DEL, lone surrogates (undecodable bytes), U+FDD0-U+FDEF and the two last code points of every
+# plane (U+FFFE, U+FFFF, U+1FFFE, ...).
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17))
+    + "]"
+)
+_BREAKS = re.compile("\\s*[\r\n\x85\u2028\u2029]+\\s*")
 
 
 @dataclass(frozen=True)

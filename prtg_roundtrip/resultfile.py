@@ -3,14 +3,40 @@
 `Result of Sensor <ID>.txt` holds exactly what went to stdout; `Result of Sensor <ID>.Data.txt`
 the run's inputs, one `Data['key'] := 'value';` line each with every secret as `***`, then the
 redacted SMTP and IMAP transcript. Each run overwrites both, as PRTG does.
+
+Masked by name: every input whose name marks a credential (passwords, secrets, tokens, SNMP
+communities, PRTG's "Credentials for Script Sensors" placeholders, private keys), whether this
+run used it or not. Masked by value: every secret the run knows, and every one registered in
+`secrets.registered()`, wherever it appears.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Iterable, List, Mapping, Optional, Tuple
 
+from .report import clean_text
 from .transcript import MASK, redact
+
+# Names of inputs whose values are credentials: prtg_windowspassword, prtg_linuxpassword,
+# prtg_snmpcommunity, prtg_scriptplaceholder1..5, --imap-password, --oauth2-client-secret,
+# --oauth2-refresh-token, and the like.
+_CREDENTIAL_NAME = re.compile(
+    r"pass|secret|token(?![_-]?(url|endpoint))|community|snmp|scriptplaceholder|private.?key|api.?key|assertion|auth.?code",
+    re.IGNORECASE,
+)
+
+
+def is_credential(name: str) -> bool:
+    return bool(_CREDENTIAL_NAME.search(name))
+
+
+def _all_secrets(secrets: Tuple[str, ...]) -> Tuple[str, ...]:
+    from . import secrets as registry
+
+    registered = getattr(registry, "registered", None)
+    return tuple(secrets) + (tuple(registered()) if registered is not None else ())
 
 
 def default_result_dir(environ: Mapping[str, str]) -> Optional[str]:
@@ -27,11 +53,13 @@ def default_result_dir(environ: Mapping[str, str]) -> Optional[str]:
 
 def data_lines(inputs: Iterable[Tuple[str, object]], secrets: Tuple[str, ...]) -> List[str]:
     lines = []
+    secrets = _all_secrets(secrets)
     for key, value in inputs:
         if value is None or value is False:
             continue
-        text = MASK if "password" in key.lower() else redact(str(value), secrets)
-        text = text.replace("'", "''").replace("\r", " ").replace("\n", " ")
+        text = MASK if is_credential(key) else clean_text(redact(str(value), secrets))
+        text = text.replace("'", "''")
+        key = clean_text(key).replace("'", "''")
         lines.append(f"Data['{key}'] := '{text}';")
     return lines
 
@@ -48,10 +76,11 @@ def write_result_files(
     os.makedirs(directory, exist_ok=True)
     result = os.path.join(directory, f"Result of Sensor {sensor_id}.txt")
     data = os.path.join(directory, f"Result of Sensor {sensor_id}.Data.txt")
-    with open(result, "w", encoding="utf-8", newline="") as handle:
+    with open(result, "w", encoding="utf-8", errors="replace", newline="") as handle:
         handle.write(document)
     body = "\r\n".join(data_lines(inputs, secrets))
-    body += "\r\n\r\n// Protocol transcript (redacted)\r\n" + redact(transcript, secrets).replace("\n", "\r\n")
-    with open(data, "w", encoding="utf-8", newline="") as handle:
+    redacted = redact(transcript, _all_secrets(secrets)).replace("\n", "\r\n")
+    body += "\r\n\r\n// Protocol transcript (redacted)\r\n" + redacted
+    with open(data, "w", encoding="utf-8", errors="replace", newline="") as handle:
         handle.write(body)
     return result, data

@@ -7,7 +7,9 @@ only read them. Passwords are kept out of every repr.
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from enum import Enum
 from typing import Mapping, Optional
@@ -156,7 +158,9 @@ _ADDRESS = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
-_HOSTNAME = re.compile(r"^[A-Za-z0-9._:\[\]-]+$")
+# A DNS name or IPv4 address: labels of letters, digits, '-' and '_' joined by dots.
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 _HELO = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no space
 
 
@@ -177,12 +181,25 @@ def check_host(value: Optional[str], option: str, missing_hint: str) -> str:
     if not value or not value.strip():
         raise ParameterError(f"{option} is missing", hint=missing_hint)
     value = value.strip()
-    if not _HOSTNAME.fullmatch(value) or len(value) > 253:
+    literal = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if ":" in literal or "[" in value or "]" in value:
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            raise ParameterError(
+                f"{option} {value!r} is not a host name or IP address",
+                hint="Enter a DNS name or an IP address, without a port (use --smtp-port/--imap-port) "
+                "or a URL scheme; an IPv6 address as ::1 or [::1]",
+            ) from None
+        return literal
+    if not _HOSTNAME.fullmatch(value):
         raise ParameterError(
             f"{option} {value!r} is not a host name or IP address",
             hint="Enter a DNS name or an IP address, without a port or a URL scheme",
         )
-    return value.strip("[]")
+    return value
 
 
 def check_helo(value: Optional[str]) -> Optional[str]:
@@ -197,11 +214,54 @@ def check_helo(value: Optional[str]) -> Optional[str]:
 
 
 def check_text(value: str, option: str, limit: int = 200) -> str:
-    if any(ch in value for ch in "\r\n\0"):
+    """One line of text: no line break of any kind and no control character (VT, FF, NEL,
+    U+2028/U+2029, ESC, ...), no lone surrogate and no non-character."""
+    if any(ch in value for ch in "\r\n\0\x0b\x0c\x85\u2028\u2029"):
         raise ParameterError(f"{option} contains a line break", hint="Use a single line of text")
+    bad = next((ch for ch in value if _not_text(ch)), None)
+    if bad is not None:
+        raise ParameterError(
+            f"{option} contains the control or non-text character U+{ord(bad):04X}", hint="Use printable text only"
+        )
     if len(value) > limit:
         raise ParameterError(f"{option} is longer than {limit} characters", hint="Shorten it")
     return value
+
+
+def _not_text(ch: str) -> bool:
+    code = ord(ch)
+    return (
+        unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp")
+        or 0xFDD0 <= code <= 0xFDEF
+        or code & 0xFFFE == 0xFFFE
+    )
+
+
+def check_ca_file(path: Optional[str]) -> Optional[str]:
+    """--ca-file: an existing PEM file holding at least one certificate."""
+    if not path:
+        return None
+    import os.path
+
+    if not os.path.isfile(path):
+        raise ParameterError(f"--ca-file {path!r} does not exist", hint="Give the path of a PEM file")
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+        raise ParameterError(
+            f"--ca-file {path!r} holds no usable PEM certificate ({reason})",
+            hint="Give a PEM file with one or more '-----BEGIN CERTIFICATE-----' blocks",
+        ) from None
+    if not context.get_ca_certs():
+        raise ParameterError(
+            f"--ca-file {path!r} holds no CA certificate",
+            hint="Give a PEM file with one or more '-----BEGIN CERTIFICATE-----' blocks",
+        )
+    return path
 
 
 def require(value: Optional[str], option: str, hint: str) -> str:
@@ -280,11 +340,7 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
         raise ParameterError(
             f"--warning-ms {warning_ms:g} is not below --error-ms {error_ms:g}", hint="The warning limit comes first"
         )
-    if tls.ca_file:
-        import os.path
-
-        if not os.path.isfile(tls.ca_file):
-            raise ParameterError(f"--ca-file {tls.ca_file!r} does not exist", hint="Give the path of a PEM file")
+    check_ca_file(tls.ca_file)
 
     return Settings(
         smtp=SmtpSettings(
@@ -330,7 +386,12 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
 def _positive(value: object) -> Optional[float]:
     if value is None:
         return None
-    number = float(_num(value))
+    try:
+        number = float(_num(value))
+    except (TypeError, ValueError):
+        raise ParameterError(f"limit {value!r} ms is not a number", hint="Give milliseconds above 0") from None
+    if not math.isfinite(number):
+        raise ParameterError(f"limit {number} ms is not a finite number", hint="Give milliseconds above 0")
     if not number > 0:
         raise ParameterError(f"limit {number:g} ms is not positive", hint="Give milliseconds above 0")
     return number
