@@ -51,6 +51,7 @@ class Sweep:
     removed_foreign: int = 0  # other sensors', older than a day
     kept_own: int = 0  # this sensor's, still within their run's budget (in flight)
     kept_foreign: int = 0  # other sensors', younger than a day
+    removed_guids: Tuple[str, ...] = ()  # the GUIDs of the probes removed
 
 
 def leftover_verdict(marker: Marker, sensor: str, wall_now: float) -> str:
@@ -175,23 +176,26 @@ class Mailbox:
     # -- leftovers ------------------------------------------------------------------------
     def sweep(self, sensor: str, wall_now: float, guids: Iterable[str] = ()) -> Sweep:
         """Remove leftover probes that runs killed or timed out left behind: all marked messages,
-        or (with `guids`) only the probes with these GUIDs."""
+        or (with `guids`) only this sensor's own probes with these GUIDs."""
+        guids = list(guids)
         self.session.phase = "removing leftover probes"
         self.session.arm_timeout()
         try:
-            criteria = _guid_criteria(list(guids)) or ["HEADER", MARKER_HEADER, "guid="]
+            criteria = _guid_criteria(guids) or ["HEADER", MARKER_HEADER, "guid="]
             candidates = sorted(self.client.search(criteria), reverse=True)[:MAX_CANDIDATES]
             if not candidates:
                 return Sweep()
             stale: List[int] = []
+            removed: List[str] = []
             counts = {"remove-own": 0, "remove-foreign": 0, "keep-own": 0, "keep-foreign": 0}
             for uid, headers in self.header_fields(candidates):
                 marker = verified_marker(headers)
-                if marker is None:
+                if marker is None or (guids and (marker.sensor != sensor or marker.guid not in guids)):
                     continue
                 verdict = leftover_verdict(marker, sensor, wall_now)
                 if verdict == "remove":
                     stale.append(uid)
+                    removed.append(marker.guid)
                     verdict += "-own" if marker.sensor == sensor else "-foreign"
                 counts[verdict] += 1
             if stale and not self.expunge(stale):
@@ -199,7 +203,8 @@ class Mailbox:
                              kept_foreign=counts["keep-foreign"] + counts["remove-foreign"])
             if stale:
                 self.session.transcript.note("IMAP", f"removed {len(stale)} leftover probe(s): UIDs {stale}")
-            return Sweep(counts["remove-own"], counts["remove-foreign"], counts["keep-own"], counts["keep-foreign"])
+            return Sweep(counts["remove-own"], counts["remove-foreign"], counts["keep-own"], counts["keep-foreign"],
+                         tuple(removed))
         except (OSError, IMAPClientError) as exc:
             raise self.session.network_failure(exc) from exc
 

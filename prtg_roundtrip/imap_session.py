@@ -24,7 +24,7 @@ from imapclient.imap4 import IMAP4WithTimeout
 
 from . import sasl
 from .auth import BearerLogin, Login, PasswordAuth
-from .deadline import Deadline, now
+from .deadline import Deadline, note_step, now
 from .errors import ImapError
 from .settings import ImapSettings, TlsMode, TlsSettings
 from .sockets import tune
@@ -118,6 +118,16 @@ class ImapSession(Connector):
         self.challenge = ""  # the server's OAuth2 error challenge, in words
         self._handler = _TranscriptHandler(transcript)
         self._logger = logging.getLogger("imapclient")
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, value: str) -> None:
+        """The phase names the step in errors, and for the last-resort and SIGTERM documents."""
+        self._phase = value
+        note_step(f"the IMAP leg ({self.settings.server}): {value}")
 
     def __enter__(self) -> ImapSession:
         return self

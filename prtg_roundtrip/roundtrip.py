@@ -12,7 +12,7 @@ import time
 from typing import Callable, List, Mapping, NoReturn, Optional, TypeVar
 
 from .auth import Auth, BearerLogin, Login, OAuth2Auth
-from .deadline import RESERVE_SECONDS, Deadline
+from .deadline import RESERVE_SECONDS, Deadline, note_step
 from .errors import DeliveryTimeout, ImapError, RoundTripError, SendUncertain, SmtpError
 from .imap_mailbox import Mailbox
 from .imap_session import ImapSession
@@ -47,6 +47,7 @@ class Tokens:
         from .tls import make_context
 
         self.used = True
+        note_step(f"getting the OAuth2 token for {auth.user}")
         token = get_token(auth.source, self.deadline, self.environ, refresh=refresh, transcript=self.transcript,
                           context=make_context(self.tls))
         self.seconds += token.elapsed
@@ -85,7 +86,7 @@ def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
         mailbox = Mailbox(session, settings.imap.search)
         if tokens.refreshed:  # the IMAP leg replaced a shared token: take the new one from the cache
             smtp_login = tokens.login(settings.smtp.auth)
-        state.probe_in_flight()
+        state.probe_in_flight(probe.guid, probe.marker.sent)
 
         def send(login: Login) -> SendResult:
             return send_probe(settings.smtp, settings.tls, login, probe, deadline, transcript, cleartext)
@@ -101,7 +102,9 @@ def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
             deleted = False
             notes.append(f"deleting the probe (UID {found.uid}) failed: {exc.cause}; a later run removes it")
         if deleted:
-            notes.extend(_sweep(mailbox, settings, state, sweep_due))
+            notes.extend(_sweep(mailbox, settings, state, sweep_due, probe.guid))
+        if state.note:
+            notes.append(state.note)
         received = receive_result(session, found, deleted)
     measurement = Measurement(
         send=sent,
@@ -165,19 +168,22 @@ def _settle_uncertain_send(session: ImapSession, mailbox: Mailbox, probe: ProbeM
     ) from uncertain
 
 
-def _sweep(mailbox: Mailbox, settings: Settings, state: SweepState, due: bool) -> List[str]:
-    """Remove leftover probes when some may exist (see state.py)."""
-    if not due:
+def _sweep(mailbox: Mailbox, settings: Settings, state: SweepState, due: bool, current: str) -> List[str]:
+    """Remove leftover probes when some may exist (see state.py): everything marked when a sweep
+    is due, else only this sensor's own late probes, by GUID, when some are outstanding."""
+    late = [guid for guid in state.late_probes(time.time()) if guid != current]
+    if not due and not late:
         state.finished(swept=False, own_probes_left=False)
         return []
     try:
-        sweep = mailbox.sweep(settings.sensor_id, time.time())
+        sweep = mailbox.sweep(settings.sensor_id, time.time(), guids=() if due else late)
     except ImapError as exc:
         return [f"looking for leftover probes failed: {exc.cause}"]
-    state.finished(swept=True, own_probes_left=sweep.kept_own > 0)
+    state.finished(swept=due, own_probes_left=sweep.kept_own > 0, resolved=sweep.removed_guids)
     notes = []
     if sweep.removed_own:
-        notes.append(f"removed {sweep.removed_own} leftover probe(s) of earlier runs of this sensor")
+        which = "earlier runs of this sensor" if due else "earlier runs of this sensor that arrived late"
+        notes.append(f"removed {sweep.removed_own} leftover probe(s) of {which}")
     if sweep.removed_foreign:
         notes.append(f"removed {sweep.removed_foreign} probe(s) of other sensors older than a day")
     return notes

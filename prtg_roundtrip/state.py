@@ -6,6 +6,12 @@ a run of this sensor did not finish cleanly since the last sweep (it was killed,
 kept a probe still in flight), or the last sweep was a day ago (for other sensors' orphans),
 or nothing is known (first run, state not writable). A small JSON file per sensor id holds that.
 
+A probe that arrives after its run gave up (deferred mail, retried minutes to hours later) would
+wait for the daily sweep; so the state also lists the GUIDs of this sensor's probes that were
+sent and never found, and every run looks for exactly those (one SUBJECT search, after the
+measurement) and removes what is provably this sensor's expired probe, until it is found or five
+days have passed.
+
 The sensor often runs as root or LocalSystem, so whatever it writes lives in a folder only its
 own account can write (`private_folder`): per user, created 0700, owner and mode checked before
 every use, every link on the way owned by this account or root. Files there are read and
@@ -21,11 +27,16 @@ import os
 import re
 import stat
 import time
-from typing import List, Mapping, Optional
+from typing import Dict, Iterable, List, Mapping, Optional
 
 from .errors import RoundTripError
 
 SWEEP_EVERY = 86400.0  # seconds: other sensors' orphans are removed once they are a day old
+# A probe that was sent but not found is looked for by later runs this long: Postfix retries
+# deferred mail for 5 days (maximal_queue_lifetime), Exchange for 2.
+LATE_PROBE_SECONDS = 5 * 86400.0
+MAX_PENDING = 50  # the newest unresolved probes kept; one search looks for all of them
+_GUID = re.compile(r"[0-9A-F]{8}(?:-[0-9A-F]{4}){3}-[0-9A-F]{12}")
 FOLDER_NAME = "prtg-roundtrip"
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -266,7 +277,9 @@ class SweepState:
             self.note = f"sweep state not kept ({exc.cause}), so every run sweeps"
         else:
             self.path = os.path.join(folder, re.sub(r"[^A-Za-z0-9._-]", "_", sensor_id) + ".json")
-        self._saved = self._load()
+        self._saved = self._load()  # as the previous runs left it
+        self._latest = dict(self._saved)  # with this run's marks
+        self._current = ""  # this run's probe
 
     def _load(self) -> dict:
         if self.path is None:
@@ -282,6 +295,7 @@ class SweepState:
             return {}
 
     def _save(self, data: dict) -> None:
+        self._latest = data
         if self.path is None:
             return
         try:
@@ -298,15 +312,36 @@ class SweepState:
             return True
         return time.time() - swept_at > SWEEP_EVERY
 
-    def probe_in_flight(self) -> None:
-        """Written before sending: if this run never finishes, the next one sweeps."""
-        self._save({**self._saved, "unclean": True})
+    def late_probes(self, wall_now: float) -> List[str]:
+        """GUIDs of this sensor's earlier probes that were sent but never found and may still
+        arrive (deferred mail is retried for days): each run looks for exactly these."""
+        return [guid for guid, sent in self._pending().items() if wall_now - sent < LATE_PROBE_SECONDS]
 
-    def finished(self, swept: bool, own_probes_left: bool) -> None:
+    def probe_in_flight(self, guid: str, sent: float) -> None:
+        """Written before sending: if this run never finishes, the next one sweeps, and later
+        runs look for this probe until it arrives (or LATE_PROBE_SECONDS have passed)."""
+        pending = self._pending()
+        pending[guid] = sent
+        newest = sorted(pending.items(), key=lambda item: item[1])[-MAX_PENDING:]
+        self._save({**self._saved, "unclean": True, "pending": dict(newest)})
+        self._current = guid
+
+    def finished(self, swept: bool, own_probes_left: bool, resolved: Iterable[str] = ()) -> None:
         """This run removed its own probe. `swept`: it also swept; `own_probes_left`: the sweep
-        kept probes of this sensor that were still in flight (they need a later sweep)."""
+        kept probes of this sensor that were still in flight (they need a later sweep);
+        `resolved`: GUIDs of late probes found and removed (or no longer there)."""
         data = dict(self._saved)
         if swept:
             data["swept_at"] = time.time()
         data["unclean"] = bool(own_probes_left) or (not swept and self._saved.get("unclean", True))
+        gone = set(resolved) | {self._current}
+        now = time.time()
+        data["pending"] = {g: t for g, t in self._pending().items()
+                           if g not in gone and now - t < LATE_PROBE_SECONDS}
         self._save(data)
+
+    def _pending(self) -> Dict[str, float]:
+        raw = self._latest.get("pending")
+        if not isinstance(raw, dict):
+            return {}
+        return {str(g): float(t) for g, t in raw.items() if isinstance(t, (int, float)) and _GUID.fullmatch(str(g))}

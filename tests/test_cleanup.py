@@ -6,6 +6,7 @@ appended as exact copies of what a probe looks like, with a marker dated in the 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -103,3 +104,40 @@ def test_non_ascii_mailbox_names_use_modified_utf7(stack, mailbox, name):
     run = run_sensor(with_options(base_args(stack), mailbox=name, max_trip_time="1", interval="1"))
     # The folder was selected (no "cannot be opened"): the probe went to INBOX, so it times out.
     assert run.error and run.text.startswith("Delivery") and name in run.text
+
+
+def test_a_probe_that_arrives_after_its_run_gave_up_is_removed_by_the_next_run(stack, mailbox, tmp_path):
+    """The run times out (its SMTP server swallows the probe); the probe then arrives late, as
+    deferred mail does. The next run removes exactly that probe, although a full sweep is not
+    due, and leaves alone a message that only quotes its subject and another sensor's probe."""
+    from fakeservers import FakeSmtpServer
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    env = {"PRTG_RT_STATE_DIR": str(state)}
+    args = with_options(base_args(stack), sensor_id="LATE1")
+    assert not run_sensor(args, env=env).error  # a clean start: the full sweep is done, not due again
+    with FakeSmtpServer() as smtp:
+        lost = run_sensor(with_options(args, smtp_host=smtp.host, smtp_port=str(smtp.port), max_trip_time="1",
+                                       timeout="5"), env=env)
+        lost_at = time.monotonic()
+        swallowed = list(smtp.messages)
+    assert lost.error and lost.text.startswith("Delivery"), lost.text
+    assert len(swallowed) == 1
+    guid = re.search(rb"guid=([0-9A-F-]{36});", swallowed[0]).group(1).decode()  # type: ignore[union-attr]
+    assert not run_sensor(args, env=env).error  # the probe has not arrived yet: the sweep finds nothing
+
+    time.sleep(max(0.0, lost_at + 5.5 - time.monotonic()))  # past its run's budget: nobody waits for it
+    mailbox.append("INBOX", swallowed[0])  # now it arrives, late
+    quoting = f"From: x@roundtrip.test\r\nSubject: Re: {SUBJECT_MARK} {{{guid}}}\r\n\r\nquoted\r\n".encode()
+    mailbox.append("INBOX", quoting)
+    mailbox.append("INBOX", probe_like("OTHER", age=100, budget=60))
+    run = run_sensor(args + ["--verbose"], env=env)
+    assert not run.error, run.text
+    assert "removed 1 leftover probe(s) of earlier runs of this sensor that arrived late" in run.text
+    assert f"SUBJECT {guid}" in run.stderr and "HEADER X-PRTG-Roundtrip" not in run.stderr  # targeted
+    left = subjects(mailbox)
+    assert len(left) == 2 and any(s.startswith("Re: ") for s in left)
+
+    again = run_sensor(args + ["--verbose"], env=env)
+    assert not again.error and f"SUBJECT {guid}" not in again.stderr  # resolved: no more searches
