@@ -105,7 +105,7 @@ def run_start() -> float:
 
 class Deadline:
     def __init__(self, budget: float, start: float | None = None):
-        self.start = run_start() if start is None else start
+        self.start = now() if start is None else start  # the run's: Deadline(budget, run_start())
         self.budget = budget
         self.end = self.start + max(0.0, budget - RESERVE_SECONDS)
         self.fired = False

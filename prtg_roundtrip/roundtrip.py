@@ -12,7 +12,7 @@ import time
 from typing import Callable, List, Mapping, NoReturn, Optional, TypeVar
 
 from .auth import Auth, BearerLogin, Login, OAuth2Auth
-from .deadline import RESERVE_SECONDS, Deadline, note_step
+from .deadline import RESERVE_SECONDS, Deadline, note_step, run_start
 from .errors import DeliveryTimeout, ImapError, RoundTripError, SendUncertain, SmtpError
 from .imap_mailbox import Mailbox
 from .imap_session import ImapSession
@@ -57,7 +57,7 @@ class Tokens:
 
 def run_round_trip(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
                    deadline: Optional[Deadline] = None) -> Report:
-    deadline = deadline or Deadline(settings.timeout)
+    deadline = deadline or Deadline(settings.timeout, run_start())  # counted from the process start
     cleartext: List[str] = []  # a password sent without TLS: said on every outcome
     try:
         return _run(settings, transcript, environ, deadline, cleartext)
