@@ -38,7 +38,7 @@ import warnings
 from dataclasses import dataclass
 from email import message_from_bytes
 from pathlib import Path
-from typing import ClassVar, Dict, List, Optional, Tuple, Union
+from typing import ClassVar, Dict, List, Optional, Tuple, TypeVar, Union
 
 from conftest import mailstack
 
@@ -159,6 +159,9 @@ class Connection:
             self.send(bytes([byte]))
 
 
+_Server = TypeVar("_Server", bound="ScriptedServer")
+
+
 class ScriptedServer:
     """A threaded server on 127.0.0.1:<free port>; subclasses speak the protocol (`converse`)."""
 
@@ -190,7 +193,7 @@ class ScriptedServer:
     def __repr__(self) -> str:
         return f"<{self.name} {self.host}:{self.port} fault={self.fault}>"
 
-    def __enter__(self) -> ScriptedServer:
+    def __enter__(self: _Server) -> _Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
