@@ -65,6 +65,7 @@ ACTIONS = {
     "'hold' it silently, or go on with the 'normal' answer",
 }
 FUZZ_THEN = ("close", "hold", "normal")
+FUZZ_TAG, FUZZ_ECHO = b"<TAG>", b"<ECHO>"  # placeholders in a fuzz fault's data, see ScriptedServer.fuzz
 # Recorded in `received` when a STARTTLS handshake failed; what follows came in plain text.
 HANDSHAKE_FAILED = "<STARTTLS handshake failed>"
 
@@ -292,9 +293,15 @@ class ScriptedServer:
         else:
             raise ValueError(f"{self.name} cannot play {fault.action!r} here")
 
-    def fuzz(self, conn: Connection, fault: Fault) -> bool:
-        """Send the fault's bytes; True when the conversation goes on with the normal answer."""
-        conn.send(fault.data)
+    def fuzz(self, conn: Connection, fault: Fault, tag: str = "") -> bool:
+        """Send the fault's bytes; True when the conversation goes on with the normal answer.
+
+        In the bytes, FUZZ_TAG becomes the tag of the IMAP command being answered, and
+        FUZZ_ECHO the command line itself as the client sent it (secrets included: a server
+        that echoes the AUTH blob).
+        """
+        data = fault.data.replace(FUZZ_TAG, tag.encode("ascii", "replace"))
+        conn.send(data.replace(FUZZ_ECHO, getattr(self.session, "line", b"")))
         if fault.then == "hold":
             conn.hold()
         return fault.then == "normal"
@@ -367,7 +374,7 @@ class FakeSmtpServer(ScriptedServer):
         conn.send(self.BANNER)
         secure = False
         while True:
-            line = conn.readline()
+            line = self.session.line = conn.readline()
             verb = _verb(line.split())
             self.received.append("AUTH ***" if verb == "AUTH" else line.decode("utf-8", "replace"))
             fault = self.due(verb)
@@ -447,7 +454,7 @@ class FakeImapServer(ScriptedServer):
         conn.send(self.GREETING)
         secure = False
         while True:
-            line = conn.readline()
+            line = self.session.line = conn.readline()
             words = line.split()
             tag = words[0].decode("ascii", "replace") if words else "*"
             verb = _verb(words, 1)
@@ -456,7 +463,7 @@ class FakeImapServer(ScriptedServer):
             self.received.append(f"{tag} LOGIN ***" if verb == "LOGIN" else line.decode("utf-8", "replace"))
             fault = self.due(verb)
             if fault is not None and fault.action == "fuzz":
-                if not self.fuzz(conn, fault):
+                if not self.fuzz(conn, fault, tag):
                     return
             elif fault is not None and not (verb == "STARTTLS" and fault.action == "tls-alert"):
                 if fault.action == "reply":
@@ -504,7 +511,7 @@ class FakeImapServer(ScriptedServer):
             conn.readline()  # DONE
             fault = self.due("DONE")
             if fault is not None and fault.action == "fuzz":
-                if not self.fuzz(conn, fault):
+                if not self.fuzz(conn, fault, tag):
                     return False
             elif fault is not None:
                 self.misbehave(conn, fault)

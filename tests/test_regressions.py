@@ -285,3 +285,22 @@ def test_quiet_server_is_searched_once_per_interval_not_after_every_noop(stack):
     assert len(searches) >= int(QUIET_DELAY), f"{len(searches)} searches in a {QUIET_DELAY} s wait:\n{transcript}"
     assert run.doc.value("Response Time (IMAP)") < 10000 - 1000, "found only by the search at the very end"
     assert len(searches) * 2 < len(noops), f"{len(searches)} searches for {len(noops)} NOOPs: one after every NOOP?"
+
+
+# -- found while fuzzing (tests/test_server_fuzz.py): the sensor is wrong today ---------------
+
+
+@pytest.mark.xfail(strict=True, reason="a failed delete on a UIDPLUS server is reported as 'the server lacks "
+                   "UIDPLUS and other messages are flagged \\Deleted' (measurement.summary reads deleted=False "
+                   "as the no-UIDPLUS case)")
+@pytest.mark.parametrize("fault", [Fault("drop", "EXPUNGE"),
+                                   Fault("reply", "EXPUNGE", reply="NO [SERVERBUG] Expunge failed (fake)")],
+                         ids=["connection dropped", "NO"])
+def test_a_failed_delete_is_not_blamed_on_a_missing_uidplus(stack, fault):
+    with FakeSmtpServer() as smtp, DeliveringImapServer(smtp, fault) as imap:  # offers UIDPLUS
+        run = run_sensor(fake_legs(stack, smtp=smtp, imap=imap, max_trip_time="5", timeout="15"))
+        uid_expunges = _uid_expunges(imap.commands)
+    assert uid_expunges, "the fault should strike at UID EXPUNGE"
+    assert not run.error and run.doc.warning, run.text
+    assert "deleting the probe" in run.text and "later run removes it" in run.text, run.text
+    assert "lacks UIDPLUS" not in run.text, run.text
