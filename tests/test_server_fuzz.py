@@ -86,7 +86,8 @@ def payloads(words: List[bytes]) -> st.SearchStrategy[bytes]:
     huge = st.sampled_from([8_193, 70_000, 1_000_100]).map(_huge)  # smtplib's and imaplib's line limits
     body = st.lists(piece, min_size=0, max_size=6).map(b"".join)
     with_huge = st.tuples(body, huge, body).map(b"".join)
-    return st.tuples(st.one_of(body, body, body, with_huge), st.sampled_from(ENDINGS)).map(b"".join)
+    start = st.one_of(st.just(b""), st.sampled_from(words))  # often a valid-looking start, then junk
+    return st.tuples(start, st.one_of(body, body, body, with_huge), st.sampled_from(ENDINGS)).map(b"".join)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,8 @@ def smtp_case(point: str, data: bytes, then: str = "close", fmt: str = "prtg-xml
 @given(case=cases(SMTP_POINTS, SMTP_WORDS, ["off", "starttls-if-available"]))
 @example(case=smtp_case("connect", b"220 \xff\xfe not UTF-8 \x00 NUL\r\n", "normal"))
 @example(case=smtp_case("EHLO", b"250 " + b"X" * 70_000 + b"\r\n", "normal", "prtg-json"))
-@example(case=smtp_case("MAIL", "550 5.1.0 \ufffe\uffff\x01\x0b forbidden in XML\r\n".encode(), "normal"))
+@example(case=smtp_case("MAIL", b"550 5.1.0 \x01\x08\x0b\x0c\x1b[2J\x7f control characters\r\n", "normal"))
+@example(case=smtp_case("MAIL", "550 5.1.0 \ufffe\uffff non-characters\r\n".encode(), "normal"))
 @example(case=smtp_case("RCPT", b"250 2.1.5 Ok\rlone CR\r", "hold", "script-v2"))
 @example(case=smtp_case("AUTH", b"535 5.7.8 " + FUZZ_ECHO + b"\r\n", "normal"))
 @example(case=smtp_case("DATA", b"354 " + base64.b64encode(bytes(range(40))) + b"\r\n", "normal", "prtg-json"))
@@ -239,6 +241,7 @@ def imap_case(point: str, data: bytes, then: str = "close", fmt: str = "prtg-xml
 @example(case=imap_case("connect", b"* OK \xff\xfe\x00 not UTF-8\r\n", "normal"))
 @example(case=imap_case("SELECT", b"* " + b"X" * 1_000_100 + b"\r\n", "normal", "prtg-json"))
 @example(case=imap_case("LOGIN", "<TAG> NO \ufffe\uffff\x01\x0b forbidden in XML\r\n".encode(), "normal"))
+@example(case=imap_case("NOOP", b"* BYE \x01\x08\x0b\x0c\x1b[2J\x7f control characters\r\n", "close"))
 @example(case=imap_case("NOOP", b"* 1 EXISTS\r<TAG> OK lone CR\r", "hold", "script-v2"))
 @example(case=imap_case("LOGIN", b"<TAG> NO [AUTHENTICATIONFAILED] " + FUZZ_ECHO + b"\r\n", "normal"))
 @example(case=imap_case("SEARCH", b"* SEARCH " + base64.b64encode(bytes(range(40))) + b"\r\n", "normal",
