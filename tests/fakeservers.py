@@ -4,7 +4,11 @@ Real servers (tools/mailstack.py) produce the faults they can: a refused port, a
 an unknown recipient. These scripted fakes produce the rest: a server that accepts and says
 nothing, stops after its banner, after AUTH or after the message, drops the connection in the
 middle of a command, answers garbage or a chosen 4xx/5xx, stalls in IDLE, loses its mailbox;
-a TLS server with a bad certificate or an old protocol; a port whose connect() never completes.
+a TLS server with a bad certificate or an old protocol; a port whose connect() never completes;
+a STARTTLS whose handshake fails (the server then goes on listening in plain text, to record
+whether the client carries on without TLS); arbitrary bytes at any point ("fuzz"); a mailbox
+that receives what the fake SMTP server took (DeliveringImapServer); a relay in front of a real
+server that holds its answer after DATA (DelayingRelay).
 
 Every server listens on 127.0.0.1 on a port the kernel picks, serves each connection in a
 thread of its own, and stops itself after `lifetime` seconds if nobody stops it first (the tests'
@@ -15,6 +19,9 @@ fixtures stop it at teardown). It behaves normally unless a `Fault` says otherwi
     FakeSmtpServer(Fault("reply", at="RCPT", reply="450 4.2.0 Mailbox busy"))
     FakeImapServer(Fault("bye", at="NOOP", reply="Selected mailbox was deleted", after=2))
     FakeImapServer(tls=server_context(cert, key))      # IMAPS with that certificate
+    FakeSmtpServer(starttls=old_protocol_context(cert, key))  # STARTTLS offered, handshake fails
+    FakeSmtpServer(Fault("tls-alert", at="STARTTLS"))  # STARTTLS offered, answered with an alert
+    FakeImapServer(Fault("fuzz", at="NOOP", data=b"* \xff\x00", then="close"))
 
 Stdlib only, so it runs wherever the tests run.
 """
@@ -29,8 +36,9 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from email import message_from_bytes
 from pathlib import Path
-from typing import ClassVar, Dict, List, Optional, Tuple, Union
+from typing import ClassVar, Dict, List, Optional, Tuple, TypeVar, Union
 
 from conftest import mailstack
 
@@ -51,8 +59,15 @@ ACTIONS = {
     "connect: instead of the banner, and to every later command but QUIT)",
     "bye": "IMAP: send '* BYE <reply>' and close, as a server whose mailbox was deleted does",
     "trickle": "send an endless reply one byte at a time, never finishing a line",
-    "tls-alert": "at connect: read the ClientHello, answer with a fatal handshake_failure alert",
+    "tls-alert": "at connect or STARTTLS: read the ClientHello, answer with a fatal handshake_failure alert "
+    "(at STARTTLS the session then goes on in plain text, recording what the client sends)",
+    "fuzz": "send `data` (arbitrary bytes) instead of the answer, then `then`: 'close' the connection, "
+    "'hold' it silently, or go on with the 'normal' answer",
 }
+FUZZ_THEN = ("close", "hold", "normal")
+FUZZ_TAG, FUZZ_ECHO = b"<TAG>", b"<ECHO>"  # placeholders in a fuzz fault's data, see ScriptedServer.fuzz
+# Recorded in `received` when a STARTTLS handshake failed; what follows came in plain text.
+HANDSHAKE_FAILED = "<STARTTLS handshake failed>"
 
 
 @dataclass(frozen=True)
@@ -61,19 +76,23 @@ class Fault:
 
     `at` is "connect" (before anything is said, TLS included), a command verb as the client
     sends it, upper case and without IMAP's UID prefix ("EHLO", "AUTH", "MAIL", "RCPT", "DATA",
-    "CAPABILITY", "LOGIN", "SELECT", "NOOP", "SEARCH", "IDLE"), "end-of-data" (SMTP: after the
-    final ".") or "DONE" (IMAP: the client ends IDLE). The first `after` times the point is
-    reached it is served normally.
+    "CAPABILITY", "LOGIN", "SELECT", "NOOP", "SEARCH", "IDLE", "STARTTLS"), "end-of-data" (SMTP:
+    after the final ".") or "DONE" (IMAP: the client ends IDLE). The first `after` times the
+    point is reached it is served normally. `data` and `then` are for "fuzz" only.
     """
 
     action: str
     at: str
     reply: str = ""
     after: int = 0
+    data: bytes = b""
+    then: str = "close"
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown fault action {self.action!r}; one of {sorted(ACTIONS)}")
+        if self.then not in FUZZ_THEN:
+            raise ValueError(f"unknown fuzz continuation {self.then!r}; one of {FUZZ_THEN}")
 
 
 class _Closed(Exception):
@@ -141,6 +160,9 @@ class Connection:
             self.send(bytes([byte]))
 
 
+_Server = TypeVar("_Server", bound="ScriptedServer")
+
+
 class ScriptedServer:
     """A threaded server on 127.0.0.1:<free port>; subclasses speak the protocol (`converse`)."""
 
@@ -148,9 +170,12 @@ class ScriptedServer:
     trickle_text = b"* slow "
 
     def __init__(self, fault: Optional[Fault] = None, *, tls: Optional[ssl.SSLContext] = None,
-                 lifetime: float = LIFETIME):
+                 lifetime: float = LIFETIME, starttls: Optional[ssl.SSLContext] = None):
         self.fault = fault
         self.tls = tls
+        self.starttls = starttls  # offer STARTTLS and upgrade with this context
+        self.connections = 0  # connections accepted
+        self.session = threading.local()  # per connection: `secure` after a STARTTLS handshake
         self.received: List[str] = []  # command lines in order (credentials masked)
         self._counts: Dict[str, int] = {}
         self._stopping = threading.Event()
@@ -169,7 +194,7 @@ class ScriptedServer:
     def __repr__(self) -> str:
         return f"<{self.name} {self.host}:{self.port} fault={self.fault}>"
 
-    def __enter__(self) -> ScriptedServer:
+    def __enter__(self: _Server) -> _Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -203,6 +228,8 @@ class ScriptedServer:
             except OSError:
                 break
             self._track(sock)
+            with self._lock:
+                self.connections += 1
             threading.Thread(target=self._session, args=(sock,), daemon=True).start()
         self.stop()  # lifetime over, or stopped: end every session too
 
@@ -218,8 +245,11 @@ class ScriptedServer:
             conn = Connection(sock, self._stopping)
             fault = self.due("connect")
             if fault is not None:
-                self.misbehave(conn, fault)
-                return
+                if fault.action != "fuzz":
+                    self.misbehave(conn, fault)
+                    return
+                if not self.fuzz(conn, fault):
+                    return
             if self.tls is not None:
                 sock.settimeout(HANDSHAKE_TIMEOUT)
                 current = self.tls.wrap_socket(sock, server_side=True)  # the handshake
@@ -263,6 +293,50 @@ class ScriptedServer:
         else:
             raise ValueError(f"{self.name} cannot play {fault.action!r} here")
 
+    def fuzz(self, conn: Connection, fault: Fault, tag: str = "") -> bool:
+        """Send the fault's bytes; True when the conversation goes on with the normal answer.
+
+        In the bytes, FUZZ_TAG becomes the tag of the IMAP command being answered, and
+        FUZZ_ECHO the command line itself as the client sent it (secrets included: a server
+        that echoes the AUTH blob).
+        """
+        data = fault.data.replace(FUZZ_TAG, tag.encode("ascii", "replace"))
+        conn.send(data.replace(FUZZ_ECHO, getattr(self.session, "line", b"")))
+        if fault.then == "hold":
+            conn.hold()
+        return fault.then == "normal"
+
+    @property
+    def offers_starttls(self) -> bool:
+        return self.starttls is not None or (self.fault is not None and self.fault.at == "STARTTLS")
+
+    def upgrade(self, conn: Connection, fault: Optional[Fault]) -> Tuple[Connection, bool]:
+        """After the server's go-ahead to STARTTLS: the handshake, or its failure.
+
+        A failed handshake (the fault's alert, or no common protocol with `starttls`) is
+        recorded as HANDSHAKE_FAILED, and the session goes on in plain text on the same TCP
+        connection, so that a client that carries on without TLS shows in `received`.
+        Returns the connection to go on with and whether it is secure now.
+        """
+        if fault is not None and fault.action == "tls-alert":
+            conn.read_some()  # the ClientHello
+            conn.send(TLS_HANDSHAKE_FAILURE_ALERT)
+            self.received.append(HANDSHAKE_FAILED)
+            return conn, False
+        if self.starttls is None:
+            raise ValueError(f"{self.name}: STARTTLS without a context or a tls-alert fault")
+        plain = conn.sock.dup()  # a failed wrap closes the socket it wrapped
+        self._track(plain)
+        conn.sock.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            secure = self.starttls.wrap_socket(conn.sock, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.received.append(HANDSHAKE_FAILED)
+            return Connection(plain, self._stopping), False
+        plain.close()
+        self._track(secure)
+        return Connection(secure, self._stopping), True
+
     def converse(self, conn: Connection) -> None:
         raise NotImplementedError
 
@@ -291,30 +365,44 @@ class FakeSmtpServer(ScriptedServer):
     }
 
     def __init__(self, fault: Optional[Fault] = None, *, tls: Optional[ssl.SSLContext] = None,
-                 lifetime: float = LIFETIME):
+                 lifetime: float = LIFETIME, starttls: Optional[ssl.SSLContext] = None):
         self.messages: List[bytes] = []
-        super().__init__(fault, tls=tls, lifetime=lifetime)
+        self.accepted_at: List[float] = []  # time.monotonic() of each message's 250
+        super().__init__(fault, tls=tls, lifetime=lifetime, starttls=starttls)
 
     def converse(self, conn: Connection) -> None:
         conn.send(self.BANNER)
+        secure = False
         while True:
-            line = conn.readline()
+            line = self.session.line = conn.readline()
             verb = _verb(line.split())
             self.received.append("AUTH ***" if verb == "AUTH" else line.decode("utf-8", "replace"))
             fault = self.due(verb)
-            if fault is not None:
+            if fault is not None and fault.action == "fuzz":
+                if not self.fuzz(conn, fault):
+                    return
+            elif fault is not None and not (verb == "STARTTLS" and fault.action == "tls-alert"):
                 if fault.action == "reply":
                     conn.send(fault.reply + "\r\n")
                     continue
                 self.misbehave(conn, fault)
                 return
             if verb == "EHLO":
-                conn.send(self.EHLO)
+                starttls = "250-STARTTLS\r\n" if self.offers_starttls and not secure else ""
+                conn.send(self.EHLO.replace("250-8BITMIME\r\n", "250-8BITMIME\r\n" + starttls))
+            elif verb == "STARTTLS" and self.offers_starttls and not secure:
+                conn.send("220 2.0.0 Ready to start TLS\r\n")
+                conn, secure = self.upgrade(conn, fault)
             elif verb == "DATA":
                 conn.send("354 End data with <CR><LF>.<CR><LF>\r\n")
                 self.messages.append(self._read_message(conn))
                 fault = self.due("end-of-data")
+                if fault is not None and fault.action == "fuzz":
+                    if not self.fuzz(conn, fault):
+                        return
+                    fault = None
                 if fault is None:
+                    self.accepted_at.append(time.monotonic())
                     conn.send(f"250 2.0.0 Ok: queued as FAKE{len(self.messages)}\r\n")
                 elif fault.action == "reply":
                     conn.send(fault.reply + "\r\n")
@@ -364,8 +452,9 @@ class FakeImapServer(ScriptedServer):
 
     def converse(self, conn: Connection) -> None:
         conn.send(self.GREETING)
+        secure = False
         while True:
-            line = conn.readline()
+            line = self.session.line = conn.readline()
             words = line.split()
             tag = words[0].decode("ascii", "replace") if words else "*"
             verb = _verb(words, 1)
@@ -373,7 +462,10 @@ class FakeImapServer(ScriptedServer):
                 verb = _verb(words, 2)
             self.received.append(f"{tag} LOGIN ***" if verb == "LOGIN" else line.decode("utf-8", "replace"))
             fault = self.due(verb)
-            if fault is not None:
+            if fault is not None and fault.action == "fuzz":
+                if not self.fuzz(conn, fault, tag):
+                    return
+            elif fault is not None and not (verb == "STARTTLS" and fault.action == "tls-alert"):
                 if fault.action == "reply":
                     conn.send(f"{tag} {fault.reply}\r\n")
                     continue
@@ -382,15 +474,25 @@ class FakeImapServer(ScriptedServer):
                     return
                 self.misbehave(conn, fault)
                 return
+            if verb == "STARTTLS" and self.offers_starttls and not secure:
+                conn.send(f"{tag} OK Begin TLS negotiation now.\r\n")
+                conn, secure = self.upgrade(conn, fault)
+                continue
+            self.session.secure = secure
             if not self._answer(conn, tag, verb):
                 return
+
+    def capabilities(self) -> str:
+        """CAPABILITIES, and STARTTLS where offered and this session is not secure yet."""
+        secure = getattr(self.session, "secure", False)
+        return self.CAPABILITIES + (" STARTTLS" if self.offers_starttls and not secure else "")
 
     def _answer(self, conn: Connection, tag: str, verb: str) -> bool:
         """Answer one command normally; False when the session is over."""
         if verb == "CAPABILITY":
-            conn.send(f"* CAPABILITY {self.CAPABILITIES}\r\n{tag} OK Capability completed.\r\n")
+            conn.send(f"* CAPABILITY {self.capabilities()}\r\n{tag} OK Capability completed.\r\n")
         elif verb == "LOGIN":
-            conn.send(f"{tag} OK [CAPABILITY {self.CAPABILITIES}] Logged in\r\n")
+            conn.send(f"{tag} OK [CAPABILITY {self.capabilities()}] Logged in\r\n")
         elif verb in ("SELECT", "EXAMINE"):
             conn.send(
                 "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
@@ -408,7 +510,10 @@ class FakeImapServer(ScriptedServer):
             conn.send("+ idling\r\n")
             conn.readline()  # DONE
             fault = self.due("DONE")
-            if fault is not None:
+            if fault is not None and fault.action == "fuzz":
+                if not self.fuzz(conn, fault, tag):
+                    return False
+            elif fault is not None:
                 self.misbehave(conn, fault)
                 return False
             conn.send(f"{tag} OK Idle completed.\r\n")
@@ -418,6 +523,196 @@ class FakeImapServer(ScriptedServer):
         else:
             conn.send(f"{tag} BAD Error in IMAP command {verb}: Unknown command.\r\n")
         return True
+
+
+class DeliveringImapServer(FakeImapServer):
+    """A mailbox that receives what `smtp` (a FakeSmtpServer) accepted: its latest message shows
+    as UID PROBE_UID `visible_after` seconds after the fake's 250, until it is expunged.
+
+    announce: a NOOP once the message is visible gets "* 1 EXISTS" (False: the server announces
+    nothing, as some do, and only a search finds it). capabilities: instead of "IMAP4rev1 IDLE
+    UIDPLUS". flagged: UIDs of other messages that someone else flagged \\Deleted (they answer
+    SEARCH DELETED). `commands` holds the commands received, tags stripped ("UID SEARCH ...").
+    """
+
+    PROBE_UID = 42
+    FIELDS = ("Message-ID", "Subject", "X-PRTG-Roundtrip")
+
+    def __init__(self, smtp: FakeSmtpServer, fault: Optional[Fault] = None, *, announce: bool = True,
+                 visible_after: float = 0.0, capabilities: Optional[str] = None, flagged: Tuple[int, ...] = (),
+                 tls: Optional[ssl.SSLContext] = None, starttls: Optional[ssl.SSLContext] = None,
+                 lifetime: float = LIFETIME):
+        self.smtp = smtp
+        self.announce = announce
+        self.visible_after = visible_after
+        self.flagged = tuple(flagged)
+        self.expunged = False
+        self.announced = False
+        if capabilities is not None:
+            self.CAPABILITIES = capabilities
+        super().__init__(fault, tls=tls, lifetime=lifetime, starttls=starttls)
+
+    @property
+    def commands(self) -> List[str]:
+        return [line.split(" ", 1)[1] for line in self.received if " " in line]
+
+    def _probe(self) -> bytes:
+        """The message, if it is in the mailbox now."""
+        if self.expunged or not self.smtp.messages or not self.smtp.accepted_at:
+            return b""
+        if time.monotonic() - self.smtp.accepted_at[-1] < self.visible_after:
+            return b""
+        return self.smtp.messages[-1]
+
+    def _answer(self, conn: Connection, tag: str, verb: str) -> bool:
+        line = self.received[-1].upper()
+        probe = self._probe()
+        if verb == "SEARCH":
+            if " DELETED" in line:
+                found = " ".join(str(u) for u in self.flagged)
+            else:
+                found = str(self.PROBE_UID) if probe else ""
+            conn.send(f"* SEARCH {found}".rstrip() + f"\r\n{tag} OK Search completed.\r\n")
+            return True
+        if verb == "NOOP" and probe and self.announce and not self.announced:
+            self.announced = True
+            conn.send(f"* 1 EXISTS\r\n* 1 RECENT\r\n{tag} OK Noop completed.\r\n")
+            return True
+        if verb == "FETCH" and probe:
+            headers = message_from_bytes(probe)
+            wanted = "".join(f"{name}: {headers[name]}\r\n" for name in self.FIELDS if headers[name] is not None)
+            body = (wanted + "\r\n").encode()
+            conn.send(f"* 1 FETCH (UID {self.PROBE_UID} BODY[HEADER.FIELDS (MESSAGE-ID SUBJECT X-PRTG-ROUNDTRIP)] "
+                      f"{{{len(body)}}}\r\n".encode() + body + f")\r\n{tag} OK Fetch completed.\r\n".encode())
+            return True
+        if verb == "EXPUNGE" and probe:
+            self.expunged = True
+            conn.send(f"* 1 EXPUNGE\r\n{tag} OK Expunge completed.\r\n")
+            return True
+        return super()._answer(conn, tag, verb)
+
+
+class DelayingRelay:
+    """A TCP relay on 127.0.0.1 in front of a real server (`target_host`, `target_port`).
+
+    Bytes pass both ways unchanged, except that the server's first answer after the client sent
+    `trigger` (by default the end of an SMTP message, CRLF . CRLF) is held back for `delay`
+    seconds: a server slow to answer DATA. `held` counts the answers held.
+    """
+
+    def __init__(self, target_host: str, target_port: int, delay: float, trigger: bytes = b"\r\n.\r\n",
+                 lifetime: float = LIFETIME):
+        self.target = (target_host, target_port)
+        self.delay = delay
+        self.trigger = trigger
+        self.held = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: List[socket.socket] = []
+        self._expires = time.monotonic() + lifetime
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind((HOST, 0))
+        self._listener.listen(16)
+        self._listener.settimeout(POLL)
+        self.host: str = HOST
+        self.port: int = self._listener.getsockname()[1]
+        self._acceptor = threading.Thread(target=self._accept_loop, name=f"relay :{self.port}", daemon=True)
+        self._acceptor.start()
+
+    def __enter__(self) -> DelayingRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        if threading.current_thread() is not self._acceptor:
+            self._acceptor.join(2.0)
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set() and time.monotonic() < self._expires:
+            try:
+                client, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            triggered = threading.Event()
+            threading.Thread(target=self._upstream, args=(client, server, triggered), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(server, client, triggered), daemon=True).start()
+        self.stop()
+
+    def _recv(self, sock: socket.socket) -> bytes:
+        sock.settimeout(POLL)
+        while not self._stopping.is_set():
+            try:
+                return sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return b""
+        return b""
+
+    def _upstream(self, client: socket.socket, server: socket.socket, triggered: threading.Event) -> None:
+        tail = b""
+        while True:
+            data = self._recv(client)
+            if not data:
+                break
+            seen = tail + data
+            if self.trigger in seen:
+                triggered.set()  # before the server can have the trigger, so before its answer
+                seen = seen[seen.rindex(self.trigger) + len(self.trigger):]  # each trigger counts once
+            tail = seen[-len(self.trigger):]
+            try:
+                server.sendall(data)
+            except OSError:
+                break
+        _shut(server)
+
+    def _downstream(self, server: socket.socket, client: socket.socket, triggered: threading.Event) -> None:
+        while True:
+            data = self._recv(server)
+            if not data:
+                break
+            if triggered.is_set():
+                triggered.clear()
+                with self._lock:
+                    self.held += 1
+                if self._stopping.wait(self.delay):
+                    break
+            try:
+                client.sendall(data)
+            except OSError:
+                break
+        _shut(client)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 # -- ports that do not answer as ports do -------------------------------------------------
