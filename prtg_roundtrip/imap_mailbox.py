@@ -21,10 +21,9 @@ from email.policy import default as default_policy
 from typing import Iterable, List, Optional, Tuple
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
 
 from .deadline import now
-from .imap_session import ImapSession
+from .imap_session import IMAP_FAILURES, ImapSession
 from .probe import MARKER_HEADER, SUBJECT_MARK, Marker, ProbeMail, parse_marker, probe_message_id
 from .settings import SearchMethod
 
@@ -155,7 +154,7 @@ class Mailbox:
         self.session.arm_timeout()
         try:
             return self.expunge([uid])
-        except (OSError, IMAPClientError) as exc:
+        except IMAP_FAILURES as exc:
             raise self.session.network_failure(exc) from exc
 
     def expunge(self, uids: List[int]) -> bool:
@@ -205,7 +204,7 @@ class Mailbox:
                 self.session.transcript.note("IMAP", f"removed {len(stale)} leftover probe(s): UIDs {stale}")
             return Sweep(counts["remove-own"], counts["remove-foreign"], counts["keep-own"], counts["keep-foreign"],
                          tuple(removed))
-        except (OSError, IMAPClientError) as exc:
+        except IMAP_FAILURES as exc:
             raise self.session.network_failure(exc) from exc
 
 

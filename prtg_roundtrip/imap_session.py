@@ -40,7 +40,10 @@ from .tls import (
 )
 from .transcript import MASK, Transcript
 
-LOGIN_ATTEMPTS = 3  # when the server says it is busy ([LIMIT], [UNAVAILABLE])
+LOGIN_ATTEMPTS = 3
+# What a broken connection or a server's answer can raise: IMAPClient and imaplib raise
+# ValueError (int() of a UIDNEXT, a SEARCH answer) on replies that are not IMAP.
+IMAP_FAILURES = (OSError, IMAPClientError, ValueError)  # when the server says it is busy ([LIMIT], [UNAVAILABLE])
 
 
 class _TranscriptHandler(logging.Handler):
@@ -162,6 +165,11 @@ class ImapSession(Connector):
                     "Check that the port belongs to an IMAP server (and the TLS mode: implicit TLS or not)",
                 )
             return self.fail(f"{self.phase} failed: {text}", "Check the server's log")
+        if isinstance(exc, ValueError):
+            return self.fail(
+                f"unexpected reply during {self.phase}, not understood as IMAP ({str(exc)[:120]})",
+                "Check the server's log; a proxy or filter in between may mangle the answers",
+            )
         cause, hint = describe_network_error(exc, self.phase_timeout)
         return self.fail(f"{cause} during {self.phase}", hint)
 
@@ -213,7 +221,7 @@ class ImapSession(Connector):
                 self.transcript.note("IMAP", f"server busy ({busy}): trying again in {pause:.1f} s")
                 self._drop_connection()
                 time.sleep(pause)
-            except (OSError, IMAPClientError) as exc:
+            except IMAP_FAILURES as exc:
                 raise self.network_failure(exc) from exc
         self.logged_in_at = now()
 
@@ -240,7 +248,7 @@ class ImapSession(Connector):
                 ssl_context=self.context,
                 timeout=self.phase_timeout,
             )
-        except (OSError, IMAPClientError) as exc:
+        except (OSError, IMAPClientError) as exc:  # (the connect: nothing parsed yet)
             if implicit and peer_is_not_tls(exc):
                 raise TlsUnavailable(str(exc)) from exc
             raise

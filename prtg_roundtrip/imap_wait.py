@@ -20,7 +20,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from .deadline import now
 from .errors import DeliveryTimeout
 from .imap_mailbox import Mailbox, announces_new_mail
-from .imap_session import ImapSession, server_text
+from .imap_session import IMAP_FAILURES, ImapSession, server_text
 from .probe import ProbeMail
 from .settings import WaitMethod
 from .tls import Security
@@ -50,11 +50,11 @@ class ReceiveResult:
     security: Security
     detection: str
     checks: int
-    deleted: bool  # expunged (True) or, without UIDPLUS, only flagged \Deleted (False)
+    deletion: str  # "expunged"; "flagged" (no UIDPLUS, others flagged: only \Deleted set); "failed"
     auth_method: str = "password"
 
 
-def receive_result(session: ImapSession, found: Found, deleted: bool) -> ReceiveResult:
+def receive_result(session: ImapSession, found: Found, deletion: str) -> ReceiveResult:
     return ReceiveResult(
         server=session.settings.server,
         mailbox=session.settings.mailbox,
@@ -65,7 +65,7 @@ def receive_result(session: ImapSession, found: Found, deleted: bool) -> Receive
         security=session.security,
         detection=found.detection,
         checks=found.checks,
-        deleted=deleted,
+        deletion=deletion,
         auth_method=session.mechanism or "password",
     )
 
@@ -107,7 +107,7 @@ def wait_for(session: ImapSession, mailbox: Mailbox, probe: ProbeMail, accepted_
             else:
                 pushed = False
                 time.sleep(min(gap.seconds, left))
-    except (OSError, IMAPClientError) as exc:
+    except IMAP_FAILURES as exc:
         raise session.network_failure(exc) from exc
 
 

@@ -114,8 +114,11 @@ def summary(m: Measurement) -> Tuple[str, bool]:
         f"{m.imap_ms:.1f} ms later by {m.search} ({r.detection}, {r.checks} check{'s' if r.checks != 1 else ''})"
     )
     warning = False
-    if r.deleted:
+    if r.deletion == "expunged":
         text += " and deleted."
+    elif r.deletion == "failed":
+        text += "; deleting it failed (see the note)."
+        warning = True
     else:
         text += (
             "; it was only flagged \\Deleted, not expunged: the server lacks UIDPLUS and other messages "

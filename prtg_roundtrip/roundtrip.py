@@ -97,15 +97,15 @@ def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
             _settle_uncertain_send(session, mailbox, probe, exc)
         found = wait_for(session, mailbox, probe, sent.accepted_at)
         try:
-            deleted = mailbox.delete(found.uid)
+            deletion = "expunged" if mailbox.delete(found.uid) else "flagged"
         except ImapError as exc:
-            deleted = False
+            deletion = "failed"
             notes.append(f"deleting the probe (UID {found.uid}) failed: {exc.cause}; a later run removes it")
-        if deleted:
+        if deletion == "expunged":
             notes.extend(_sweep(mailbox, settings, state, sweep_due, probe.guid))
         if state.note:
             notes.append(state.note)
-        received = receive_result(session, found, deleted)
+        received = receive_result(session, found, deletion)
     measurement = Measurement(
         send=sent,
         receive=received,

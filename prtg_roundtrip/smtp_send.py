@@ -129,6 +129,11 @@ class _Session(Connector):
         if self.deadline.fired:
             return self.fail(*self.deadline.ran_out(self.phase))
         if isinstance(exc, smtplib.SMTPResponseException):
+            if exc.smtp_code == 500 and _text(exc.smtp_error) == "Line too long.":  # smtplib's own, not a reply
+                return self.fail(
+                    f"unexpected reply during {self.phase}: a line longer than smtplib's limit, not SMTP",
+                    "Check that the port belongs to an SMTP server (and the TLS mode: implicit TLS or not)",
+                )
             return self.refused(f"{self.phase} refused", exc.smtp_code, exc.smtp_error)
         if isinstance(exc, smtplib.SMTPServerDisconnected):
             if isinstance(exc.__context__, (socket.timeout, TimeoutError)):

@@ -290,9 +290,6 @@ def test_quiet_server_is_searched_once_per_interval_not_after_every_noop(stack):
 # -- found while fuzzing (tests/test_server_fuzz.py): the sensor is wrong today ---------------
 
 
-@pytest.mark.xfail(strict=True, reason="a failed delete on a UIDPLUS server is reported as 'the server lacks "
-                   "UIDPLUS and other messages are flagged \\Deleted' (measurement.summary reads deleted=False "
-                   "as the no-UIDPLUS case)")
 @pytest.mark.parametrize("fault", [Fault("drop", "EXPUNGE"),
                                    Fault("reply", "EXPUNGE", reply="NO [SERVERBUG] Expunge failed (fake)")],
                          ids=["connection dropped", "NO"])
