@@ -18,7 +18,7 @@ from typing import IO, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tu
 from . import __version__
 from .deadline import current_step, note_step, now, process_start, run_start, set_run_start
 from .errors import ParameterError, RoundTripError
-from .report import Report
+from .report import Report, usable_secrets
 from .settings import (
     ChannelSet,
     Credentials,
@@ -522,7 +522,9 @@ def main(
 
         note_step("the round trip")  # the protocol steps say more precisely where they are
         console = not verbose and sys.stderr.isatty()
-        transcript = Transcript(secrets, echo=sys.stderr if verbose else None, progress=sys.stderr if console else None)
+        transcript = Transcript(
+            usable_secrets(secrets), echo=sys.stderr if verbose else None, progress=sys.stderr if console else None
+        )
         report = run_round_trip(settings, transcript, checked)
     except ParameterError as exc:
         report = _parameter_failure(exc, secrets)

@@ -21,6 +21,8 @@ from unittest import mock
 
 import pytest
 from conftest import check_output
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from prtg_roundtrip import cli, deadline, roundtrip, state
 from prtg_roundtrip import secrets as secret_registry
@@ -241,7 +243,8 @@ def test_abbreviated_options_are_not_accepted() -> None:
 # ---------------------------------------------------------------- 3. Data.txt masks credentials
 
 
-def test_result_file_masks_every_prtg_credential_placeholder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_result_file_masks_every_prtg_credential_placeholder(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(roundtrip, "run_round_trip", lambda s, t, e: Report.failure("SMTP send: refused."))
     monkeypatch.setattr(secret_registry, "_REGISTERED", set(secret_registry._REGISTERED))
     secret_registry.register("Registered-Token-77")
@@ -329,13 +332,14 @@ def test_no_forbidden_character_reaches_any_document(fmt: OutputFormat) -> None:
         if fmt is not OutputFormat.TEXT:
             assert check_output.check(document, fmt.value) == [], document
         if fmt is OutputFormat.PRTG_XML:
-            import xml.etree.ElementTree as ET
+            from defusedxml.ElementTree import fromstring
 
-            ET.fromstring(document)
+            fromstring(document)
 
 
 def test_forbidden_characters_from_a_run_are_cleaned_in_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(roundtrip, "run_round_trip", lambda s, t, e: Report(text=f"server said {FORBIDDEN}", error=True))
+    hostile = Report(text=f"server said {FORBIDDEN}", error=True)
+    monkeypatch.setattr(roundtrip, "run_round_trip", lambda s, t, e: hostile)
     for fmt in PRTG_FORMATS:
         code, doc, raw = run_main(GOOD + ["--format", fmt])
         assert code == 0 and "server said" in doc.text and "\ufffe" not in raw
@@ -347,13 +351,13 @@ def test_forbidden_characters_from_a_run_are_cleaned_in_the_document(monkeypatch
 @pytest.mark.parametrize("option", ["--warning-ms", "--error-ms"])
 @pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "1e400", "nan", "NaN", "0", "-5", "0.0"])
 def test_limits_must_be_finite_and_positive(option: str, value: str, fake_run: FakeRun) -> None:
-    code, doc, raw = run_main(GOOD + ["--format", "prtg-json", option + "=" + value])
+    code, doc, _ = run_main(GOOD + ["--format", "prtg-json", option + "=" + value])
     assert code == 0 and doc.error and fake_run.settings is None
-    assert "Infinity" not in raw.replace("Infinity'", "") or "not" in doc.text
+    assert doc.text.startswith("Parameters:") and ("finite" in doc.text or "not positive" in doc.text), doc.text
 
 
 def test_finite_limits_are_taken(fake_run: FakeRun) -> None:
-    code, doc, _ = run_main(GOOD + ["--warning-ms", "500", "--error-ms", "1e3"])
+    _, doc, _ = run_main(GOOD + ["--warning-ms", "500", "--error-ms", "1e3"])
     assert not doc.error and fake_run.settings.output.error_ms == 1000.0
 
 
@@ -532,7 +536,7 @@ def _script(mode: str, step: str, sleep_first: float = 0.0) -> str:
     return f"import time; time.sleep({sleep_first})\nMODE = {mode!r}; MODE_STEP = {step!r}\n" + SCRIPT
 
 
-def _sensor_process(script: str, args: List[str]) -> "subprocess.Popen[bytes]":
+def _sensor_process(script: str, args: List[str]) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("prtg_")}
     return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, env=env, cwd=str(ROOT))
@@ -583,3 +587,105 @@ def test_step_tracker_and_run_start() -> None:
     finally:
         deadline.set_run_start(None)
     assert deadline.process_start() <= deadline._IMPORTED
+
+
+# ---------------------------------------------------------------- 11. fuzzing
+
+ENV_SECRET = "Env-Linux-Pw-9f3"
+PRTG_KEYS = ["prtg_host", "prtg_device", "prtg_deviceid", "prtg_sensorid", "prtg_name", "prtg_windowsdomain",
+             "prtg_windowsuser", "prtg_windowspassword", "prtg_linuxuser", "prtg_snmpcommunity", "prtg_url",
+             "prtg_version", "prtg_probe", "prtg_primarychannel"]
+_PARSER = cli.build_parser()
+OPTIONS = sorted(max(a.option_strings, key=len) for a in _PARSER._actions
+                 if a.option_strings and a.nargs != 0 and "--help" not in a.option_strings)
+FLAGS = ["--insecure", "--store-result", "--verbose"]
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+any_text = st.one_of(
+    st.text(max_size=40),
+    st.binary(max_size=40).map(lambda b: b.decode("utf-8", "surrogateescape")),
+    st.sampled_from(["", " ", "inf", "nan", "1e400", "-1", "0", "[::1", "host:143", "\x1b[2J", "\u2028",
+                     "\ufffe", "env:NOPE", "file:/nonexistent", "keyring:x", "literal:", "--format", "-v", "=",
+                     '"', "'"]),
+)
+secret_text = st.text(min_size=5, max_size=20).map(lambda t: "Pw#" + t)
+
+
+def _detect(raw: str) -> str:
+    if raw.startswith("<?xml") or raw.startswith("<prtg"):
+        return "prtg-xml"
+    if raw.startswith("{"):
+        return "script-v2" if '"version"' in raw else "prtg-json"
+    return "text"
+
+
+def _check_one_document(code: int, raw: str, secrets: List[str]) -> None:
+    fmt = _detect(raw)
+    if fmt != "text":
+        assert check_output.check(raw, fmt) == [], raw
+        assert code == 0
+    else:
+        assert raw.strip() and "Traceback" not in raw
+    raw.encode("utf-8")
+    for secret in secrets:
+        assert secret not in raw, (secret, raw)
+
+
+def _fuzz_main(args: List[str], environ: Dict[str, str], stdin: Optional[Any] = None) -> Tuple[int, str]:
+    out = io.BytesIO()
+    with mock.patch.object(roundtrip, "run_round_trip", FakeRun("echo")):
+        code = cli.main(args, environ=environ, stdout=out, stdin=stdin)
+    return code, out.getvalue().decode("utf-8")
+
+
+@FUZZ
+@given(
+    changes=st.lists(st.tuples(st.sampled_from(OPTIONS), any_text, st.booleans()), max_size=4),
+    passwords=st.lists(st.tuples(st.sampled_from(["--imap-password", "--smtp-password"]), secret_text), max_size=2),
+    flags=st.lists(st.sampled_from(FLAGS), max_size=2),
+    extra=st.lists(any_text, max_size=2),
+    fmt=st.sampled_from([*PRTG_FORMATS, "text"]),
+    env=st.dictionaries(st.sampled_from(PRTG_KEYS), any_text, max_size=4),
+)
+def test_fuzz_every_option_and_environment_value(changes: List[Tuple[str, str, bool]],
+                                                 passwords: List[Tuple[str, str]], flags: List[str],
+                                                 extra: List[str], fmt: str, env: Dict[str, str]) -> None:
+    args = GOOD + ["--format", fmt]
+    for option, value, joined in changes:
+        args += [f"{option}={value}"] if joined else [option, value]
+    for option, value in passwords:
+        args += [f"{option}={value}"]
+    args += [f for f in flags if f != "--store-result"] + extra
+    environ = {**env, "prtg_linuxpassword": ENV_SECRET}
+    code, raw = _fuzz_main(args, environ)
+    _check_one_document(code, raw, [PASSWORD, ENV_SECRET] + [v for _, v in passwords])
+
+
+@FUZZ
+@given(data=st.binary(max_size=300), line=st.lists(any_text, max_size=6), newline=st.booleans())
+def test_fuzz_script_v2_stdin(data: bytes, line: List[str], newline: bool) -> None:
+    words = " ".join(GOOD + line).encode("utf-8", "surrogateescape")
+    for payload in (data, words + (b"\n" if newline else b"") + data):
+        code, raw = _fuzz_main([], {"prtg_windowspassword": ENV_SECRET}, stdin=io.BytesIO(payload))
+        _check_one_document(code, raw, [ENV_SECRET, PASSWORD])
+
+
+@settings(max_examples=6, deadline=None)
+@given(value=st.binary(min_size=1, max_size=30).filter(lambda b: b"\0" not in b),
+       env_value=st.binary(max_size=30).filter(lambda b: b"\0" not in b),
+       option=st.sampled_from([b"--subject-text", b"--imap-user", b"--mailbox", b"--imap-password", b"--helo"]),
+       fmt=st.sampled_from([f.encode() for f in PRTG_FORMATS]))
+def test_fuzz_real_bytes_in_a_real_process(value: bytes, env_value: bytes, option: bytes, fmt: bytes) -> None:
+    closed = str(_closed_port()).encode()
+    args = [b"--smtp-host", b"127.0.0.1", b"--smtp-port", closed, b"--imap-host", b"127.0.0.1", b"--imap-port",
+            closed, b"--imap-user", b"probe", b"--imap-password", PASSWORD.encode(), b"--from", b"a@example.com",
+            b"--to", b"b@example.com", b"--timeout", b"5", b"--format", fmt, option + b"=" + value]
+    env = {k.encode(): v.encode() for k, v in os.environ.items() if not k.startswith("prtg_")}
+    env.update({b"prtg_device": env_value, b"prtg_linuxpassword": ENV_SECRET.encode()})
+    proc = subprocess.run([sys.executable.encode(), b"-m", b"prtg_roundtrip", *args], capture_output=True, env=env,
+                          cwd=str(ROOT), timeout=60, check=False)
+    raw = proc.stdout.decode("utf-8")
+    assert check_output.check(raw, fmt.decode()) == [], (raw, proc.stderr)
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr
+    for secret in (PASSWORD.encode(), ENV_SECRET.encode()):
+        assert secret not in proc.stdout and secret not in proc.stderr
