@@ -19,7 +19,7 @@ from . import __version__
 from .auth import AuthMethod, Mechanism, Provider
 from .deadline import current_step, note_step, now, process_start, run_start, set_run_start
 from .errors import ParameterError, RoundTripError
-from .report import Report
+from .report import Report, usable_secrets
 from .settings import (
     ChannelSet,
     Credentials,
@@ -275,7 +275,15 @@ def read_line(stream: IO[bytes], wait: float, idle: float, limit: int) -> Option
     last: List[float] = []
 
     def reader() -> None:
-        read = getattr(stream, "read1", None) or stream.read
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError, AttributeError):  # an in-memory stream
+            read = getattr(stream, "read1", None) or stream.read
+        else:  # the file descriptor itself: a blocked read then holds no lock of the stream object
+
+            def read(size: int) -> bytes:
+                return os.read(fd, size)
+
         try:
             while True:
                 chunk = read(4096)
@@ -549,8 +557,11 @@ def main(
             _last_resort(settings.timeout, fmt, stdout)
         from .roundtrip import run_round_trip
 
+        note_step("the round trip")  # the protocol steps say more precisely where they are
         console = not verbose and sys.stderr.isatty()
-        transcript = Transcript(secrets, echo=sys.stderr if verbose else None, progress=sys.stderr if console else None)
+        transcript = Transcript(
+            usable_secrets(secrets), echo=sys.stderr if verbose else None, progress=sys.stderr if console else None
+        )
         report = run_round_trip(settings, transcript, checked)
     except ParameterError as exc:
         report = _parameter_failure(exc, secrets)

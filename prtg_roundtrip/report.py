@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 TEXT_LIMIT = 2000  # PRTG cuts the text at 2,000 characters
 MAX_CHANNELS = 50
@@ -94,7 +94,23 @@ class Report:
     def redacted(self, secrets: Tuple[str, ...]) -> Report:
         from .transcript import redact
 
-        return replace(self, text=clean_text(redact(self.text, secrets)))
+        return replace(self, text=clean_text(redact(self.text, usable_secrets(secrets))))
+
+
+def usable_secrets(secrets: Iterable[str]) -> Tuple[str, ...]:
+    """Secrets as redaction can look for them: each one that is valid text, and its cleaned form
+    (texts are cleaned when a report is made, so a secret with a control character, a line
+    break or undecodable bytes in it is found in that form too)."""
+    found: List[str] = []
+    for secret in secrets:
+        for form in (secret, clean_text(secret)):
+            try:
+                form.encode("utf-8")
+            except UnicodeEncodeError:
+                continue
+            if form and form not in found:
+                found.append(form)
+    return tuple(found)
 
 
 def clean_text(text: str) -> str:

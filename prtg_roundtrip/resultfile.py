@@ -16,7 +16,7 @@ import os
 import re
 from typing import Iterable, List, Mapping, Optional, Tuple
 
-from .report import clean_text
+from .report import clean_text, usable_secrets
 from .transcript import MASK, redact
 
 # Names of inputs whose values are credentials: prtg_windowspassword, prtg_linuxpassword,
@@ -36,7 +36,7 @@ def _all_secrets(secrets: Tuple[str, ...]) -> Tuple[str, ...]:
     from . import secrets as registry
 
     registered = getattr(registry, "registered", None)
-    return tuple(secrets) + (tuple(registered()) if registered is not None else ())
+    return usable_secrets(tuple(secrets) + (tuple(registered()) if registered is not None else ()))
 
 
 def default_result_dir(environ: Mapping[str, str]) -> Optional[str]:
