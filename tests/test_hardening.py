@@ -146,7 +146,7 @@ def test_sweep_state_in_an_unsafe_folder_is_a_note_and_never_follows_a_link(tmp_
     (shared / "s1.json").symlink_to(victim)
     sweep = state.SweepState("s1", {"PRTG_RT_STATE_DIR": str(shared)})
     assert sweep.sweep_due()
-    sweep.probe_in_flight()
+    sweep.probe_in_flight("0F8FAD5B-D9CB-469F-A165-70867728950E", 1700000000.0)
     sweep.finished(swept=True, own_probes_left=False)
     assert victim.read_bytes() == b"precious"
     assert sweep.note and "writable by other users" in sweep.note
