@@ -47,8 +47,8 @@ IMAP_FAILURES = (OSError, IMAPClientError, ValueError)  # when the server says i
 
 
 class _TranscriptHandler(logging.Handler):
-    """IMAPClient logs each protocol line; copy them to the transcript (not while muted: the
-    session writes its own masked line for a login)."""
+    """IMAPClient logs each protocol line; copy them to the transcript (not the client's lines
+    while muted: the session writes its own masked line for a login)."""
 
     def __init__(self, transcript: Transcript):
         super().__init__(logging.DEBUG)
@@ -56,12 +56,12 @@ class _TranscriptHandler(logging.Handler):
         self.muted = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.muted:
-            return
         text = record.getMessage()
         if text[:2] not in ("> ", "< "):
             return  # imaplib's parser chatter
         direction, text = text[0], text[2:]
+        if self.muted and direction == ">":
+            return
         if text.startswith(("b'", 'b"')):
             text = text[2:-1] if text.endswith(text[1]) else text[2:]
             text = text.replace("\\r\\n", "")

@@ -55,9 +55,14 @@ class Tokens:
         return BearerLogin(auth.user, token.value, auth.mechanism, auth.allow_plain_loopback)
 
 
+def run_deadline(settings: Settings) -> Deadline:
+    """The run's budget, counted from the process start (not from the end of the imports)."""
+    return Deadline(settings.timeout, run_start())
+
+
 def run_round_trip(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
                    deadline: Optional[Deadline] = None) -> Report:
-    deadline = deadline or Deadline(settings.timeout, run_start())  # counted from the process start
+    deadline = deadline or run_deadline(settings)
     cleartext: List[str] = []  # a password sent without TLS: said on every outcome
     try:
         return _run(settings, transcript, environ, deadline, cleartext)

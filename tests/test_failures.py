@@ -109,3 +109,26 @@ def test_verbose_transcript_is_redacted(stack, mailbox):
     for secret in (sender["password"], probe["password"]):
         assert secret not in everything
         assert base64.b64encode(secret.encode()).decode() not in everything
+
+
+def test_a_password_sent_in_clear_is_said_on_failure_too(stack, mailbox):
+    """IMAP logs in over plain text, then the SMTP leg fails: the error still says it."""
+    run = run_sensor(with_options(base_args(stack), smtp_port=_closed_port()))
+    assert run.error and run.text.startswith("SMTP send"), run.text
+    assert "the IMAP password was sent without TLS" in run.text
+    both = with_options(base_args(stack, smtp="smtp_plain", imap="imap_starttls"), smtp_auth="password",
+                        smtp_user="sender@roundtrip.test", smtp_password="wrong-password", imap_tls="starttls")
+    run = run_sensor(both)
+    assert run.error and "login rejected" in run.text, run.text
+    assert "the SMTP password was sent without TLS" in run.text and "IMAP password" not in run.text
+
+
+@pytest.mark.parametrize(("reference", "shown"), [
+    ("env:RT_NO_SUCH_VARIABLE", "env:RT_NO_SUCH_VARIABLE"),
+    ("file:/nonexistent/rt-password", "file:/nonexistent/rt-password"),
+    ("keyring:prtg-roundtrip/nobody@example.com", "keyring:prtg-roundtrip/nobody@example.com"),
+])
+def test_a_missing_secret_reference_is_named_in_the_error(stack, reference, shown):
+    run = run_sensor(with_options(base_args(stack), imap_password=reference))
+    assert run.error and run.text.startswith("Parameters"), run.text
+    assert shown in run.text and "***" not in run.text

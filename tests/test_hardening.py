@@ -204,7 +204,7 @@ class FakeRun:
     def __call__(self, settings: Any, transcript: Any, environ: Any) -> Report:
         self.settings, self.environ = settings, environ
         echo = (f"{self.text} subject {settings.mail.subject_text} mailbox {settings.imap.mailbox} "
-                f"user {settings.imap.user} password {settings.imap.password}")
+                f"user {settings.imap.auth.user} password {settings.imap.auth.password}")
         return Report.success((Channel("Total", 812.4, 10),), echo)
 
 
@@ -430,7 +430,7 @@ def test_stdin_line_is_read_without_waiting_for_end_of_file(fake_run: FakeRun) -
         os.write(write_fd, line)  # ... and the writer never closes its end
         with os.fdopen(read_fd, "rb", closefd=False) as stream:
             code, doc, _ = run_main([], stdin=stream)
-        assert code == 0 and not doc.error and fake_run.settings.imap.password == PASSWORD
+        assert code == 0 and not doc.error and fake_run.settings.imap.auth.password == PASSWORD
     finally:
         os.close(write_fd)
         os.close(read_fd)
@@ -500,7 +500,7 @@ def test_stdin_is_split_by_the_platform_rule(fake_run: FakeRun, monkeypatch: pyt
         finally:
             monkeypatch.undo()
         monkeypatch.setattr(roundtrip, "run_round_trip", fake_run)
-        assert not doc.error and fake_run.settings.imap.password == "my pass"
+        assert not doc.error and fake_run.settings.imap.auth.password == "my pass"
 
 
 def test_an_absurdly_long_parameter_list_is_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -521,7 +521,7 @@ import sys, time
 from prtg_roundtrip import cli, deadline, roundtrip
 from prtg_roundtrip.report import Report
 def fake(settings, transcript, environ):
-    d = deadline.Deadline(settings.timeout)
+    d = roundtrip.run_deadline(settings)
     deadline.note_step(MODE_STEP)
     if MODE == "age":
         return Report.failure("age %.3f" % (deadline.now() - d.start))
@@ -583,7 +583,7 @@ def test_step_tracker_and_run_start() -> None:
     assert seen == ["SMTP DATA"]
     deadline.set_run_start(deadline.now() - 3.0)
     try:
-        assert deadline.Deadline(10).remaining() <= 10 - deadline.RESERVE_SECONDS - 3.0
+        assert deadline.Deadline(10, deadline.run_start()).remaining() <= 10 - deadline.RESERVE_SECONDS - 3.0
     finally:
         deadline.set_run_start(None)
     assert deadline.process_start() <= deadline._IMPORTED
