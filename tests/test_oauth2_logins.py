@@ -9,6 +9,7 @@ logs in to SMTP as itself with its own token (a user token) or with the app's to
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -306,3 +307,24 @@ def test_the_token_cache_is_private_and_holds_no_client_secret(stack, idp, tmp_p
     for path in files:
         assert path.stat().st_mode & 0o077 == 0, path
         assert APP_SECRET not in path.read_text(errors="replace")
+
+
+def test_google_service_account_acts_as_each_legs_user(stack, idp, tmp_path):
+    """Domain-wide delegation: one token per leg, each for that leg's user (the IMAP mailbox and
+    the SMTP sender), from a key file given by path; the key never shows up."""
+    key = idp.add_service_account()
+    key_file = tmp_path / "service-account.json"
+    key_file.write_text(json.dumps(key))
+    key_file.chmod(0o600)
+    args = oauth_args(stack, idp)
+    for option in ("--oauth2-client-id", "--oauth2-client-secret"):
+        i = args.index(option)
+        del args[i:i + 2]
+    args = with_options(args, oauth2_provider="google", oauth2_service_account=str(key_file),
+                        oauth2_scope=stack["oauth2"]["scope"])
+    run = sensor(args, tmp_path)
+    assert not run.error, run.text
+    assert idp.requests("token") == 2  # a token for each user
+    assert idp.tokens("access", user(stack)) and idp.tokens("access", sender(stack))
+    assert key["private_key"] not in run.stdout + run.stderr
+    assert_no_secret(run, idp)
