@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import pwd
 import signal
 import socket
 import stat
@@ -37,6 +36,8 @@ root_only = pytest.mark.skipif(os.name == "nt" or os.geteuid() != 0, reason="cho
 
 
 def _nobody() -> int:
+    import pwd  # POSIX only: the file must import on Windows too (the splitter tests run there)
+
     return pwd.getpwnam("nobody").pw_uid
 
 
