@@ -31,7 +31,7 @@ def secret_forms(secrets: Iterable[str]) -> Tuple[str, ...]:
     for secret in secrets:
         if not secret:
             continue
-        raw = secret.encode("utf-8")
+        raw = _raw(secret)
         forms.add(secret)
         forms.add(base64.b64encode(raw).decode("ascii"))
         # base64 of the secret at each alignment inside a longer string (AUTH PLAIN "\0user\0pw")
@@ -55,7 +55,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 def mask_base64(text: str, secrets: Iterable[str]) -> str:
     """Mask, whole, every base64 word that decodes to bytes holding a secret or its start or end
     (a server that echoes an AUTH PLAIN blob, perhaps cut short)."""
-    raws = [s.encode("utf-8") for s in secrets if s and len(s) >= 3]
+    raws = [_raw(s) for s in secrets if s and len(s) >= 3]
     if not raws:
         return text
 
@@ -67,6 +67,15 @@ def mask_base64(text: str, secrets: Iterable[str]) -> str:
         return word
 
     return _BASE64_WORD.sub(replace, text)
+
+
+def _raw(secret: str) -> bytes:
+    """A secret's bytes: UTF-8, and for a value that came from undecodable bytes (surrogate
+    escapes) those original bytes, never an exception."""
+    try:
+        return secret.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return secret.encode("utf-8", "surrogatepass")
 
 
 def _decode_base64(word: str) -> bytes:

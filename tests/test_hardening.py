@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import pwd
 import signal
 import socket
 import stat
@@ -27,7 +26,7 @@ from hypothesis import strategies as st
 from prtg_roundtrip import cli, deadline, roundtrip, state
 from prtg_roundtrip import secrets as secret_registry
 from prtg_roundtrip.render import render
-from prtg_roundtrip.report import Channel, Report
+from prtg_roundtrip.report import Channel, Report, clean_text
 from prtg_roundtrip.settings import OutputFormat
 from prtg_roundtrip.state import UnsafeStateFolder, private_folder, read_private, write_private
 
@@ -37,6 +36,8 @@ root_only = pytest.mark.skipif(os.name == "nt" or os.geteuid() != 0, reason="cho
 
 
 def _nobody() -> int:
+    import pwd  # POSIX only: the file must import on Windows too (the splitter tests run there)
+
     return pwd.getpwnam("nobody").pw_uid
 
 
@@ -356,6 +357,21 @@ def test_limits_must_be_finite_and_positive(option: str, value: str, fake_run: F
     assert doc.text.startswith("Parameters:") and ("finite" in doc.text or "not positive" in doc.text), doc.text
 
 
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e400", "nan"])
+def test_each_layer_refuses_non_finite_limits(value: str) -> None:
+    import argparse
+
+    from prtg_roundtrip.errors import ParameterError
+    from prtg_roundtrip.settings import _positive
+
+    with pytest.raises(argparse.ArgumentTypeError, match="finite"):
+        cli._milliseconds(value)
+    with pytest.raises(ParameterError, match="finite"):
+        _positive(value)
+    with pytest.raises(ParameterError, match="finite"):
+        _positive(float(value))
+
+
 def test_finite_limits_are_taken(fake_run: FakeRun) -> None:
     _, doc, _ = run_main(GOOD + ["--warning-ms", "500", "--error-ms", "1e3"])
     assert not doc.error and fake_run.settings.output.error_ms == 1000.0
@@ -370,6 +386,8 @@ def test_subject_text_with_a_control_character_is_a_parameter_error(char: str, f
     code, doc, _ = run_main(GOOD + ["--subject-text", f"Probe{char}[31m"])
     assert code == 0 and doc.error and "--subject-text" in doc.text and "internal error" not in doc.text
     assert fake_run.settings is None
+    if char in "\x0b\x0c\x85\u2028\u2029":
+        assert "line break" in doc.text
 
 
 def test_ordinary_unicode_subject_text_is_fine(fake_run: FakeRun) -> None:
@@ -425,23 +443,32 @@ def test_good_host_values_are_taken(value: str, expected: str, fake_run: FakeRun
 
 def test_stdin_line_is_read_without_waiting_for_end_of_file(fake_run: FakeRun) -> None:
     read_fd, write_fd = os.pipe()
+    stream = os.fdopen(read_fd, "rb", closefd=False)
+    results: List[Tuple[int, Any, str]] = []
+    runner = threading.Thread(target=lambda: results.append(run_main([], stdin=stream)), daemon=True)
     try:
-        line = " ".join(GOOD).encode() + b"\n"
-        os.write(write_fd, line)  # ... and the writer never closes its end
-        with os.fdopen(read_fd, "rb", closefd=False) as stream:
-            code, doc, _ = run_main([], stdin=stream)
-        assert code == 0 and not doc.error and fake_run.settings.imap.auth.password == PASSWORD
+        os.write(write_fd, " ".join(GOOD).encode() + b"\n")  # ... and the writer never closes its end
+        runner.start()
+        runner.join(20)  # a generous bound, so that a run waiting for EOF fails instead of hanging
+        assert results, "the run waited for the end of stdin"
     finally:
-        os.close(write_fd)
+        os.close(write_fd)  # now the end of file comes: a blocked reader returns
+        runner.join(5)
         os.close(read_fd)
+    code, doc, _ = results[0]
+    assert code == 0 and not doc.error and fake_run.settings.imap.auth.password == PASSWORD
 
 
 def test_read_line_takes_a_line_without_newline_after_silence_and_gives_up_on_nothing() -> None:
     read_fd, write_fd = os.pipe()
     try:
         os.write(write_fd, b"--a b")
+        got: List[Optional[bytes]] = []
         with os.fdopen(read_fd, "rb", closefd=False) as stream:
-            assert cli.read_line(stream, 5.0, 0.2, 1000) == b"--a b"
+            reader = threading.Thread(target=lambda: got.append(cli.read_line(stream, 5.0, 0.2, 1000)), daemon=True)
+            reader.start()
+            reader.join(20)  # a generous bound, so that a broken reader fails instead of hanging
+        assert got == [b"--a b"]
     finally:
         os.close(write_fd)
         os.close(read_fd)
@@ -492,8 +519,8 @@ def test_posix_splitter_follows_the_shell(text: str, expected: List[str]) -> Non
 
 
 def test_stdin_is_split_by_the_platform_rule(fake_run: FakeRun, monkeypatch: pytest.MonkeyPatch) -> None:
-    line = " ".join(w if w != PASSWORD else '"my pass"' for w in GOOD).encode() + b"\n"
-    for name in ("nt", "posix"):
+    line = " ".join(w if w != PASSWORD else '"my pass"' for w in GOOD).encode() + b' --subject-text C:\\dir\\x\n'
+    for name, subject in (("nt", "C:\\dir\\x"), ("posix", "C:dirx")):
         monkeypatch.setattr(cli.os, "name", name)
         try:
             _, doc, _ = run_main([], stdin=io.BytesIO(line))
@@ -501,6 +528,7 @@ def test_stdin_is_split_by_the_platform_rule(fake_run: FakeRun, monkeypatch: pyt
             monkeypatch.undo()
         monkeypatch.setattr(roundtrip, "run_round_trip", fake_run)
         assert not doc.error and fake_run.settings.imap.auth.password == "my pass"
+        assert fake_run.settings.mail.subject_text == subject
 
 
 def test_an_absurdly_long_parameter_list_is_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -629,11 +657,16 @@ def _check_one_document(code: int, raw: str, secrets: List[str]) -> None:
     raw.encode("utf-8")
     for secret in secrets:
         assert secret not in raw, (secret, raw)
+        cleaned = clean_text(secret)  # the form a secret takes in a cleaned text
+        assert len(cleaned) < 6 or cleaned not in raw, (cleaned, raw)
 
 
-def _fuzz_main(args: List[str], environ: Dict[str, str], stdin: Optional[Any] = None) -> Tuple[int, str]:
+def _fuzz_main(args: List[str], environ: Dict[str, str], stdin: Optional[Any] = None,
+               reply: str = "echo") -> Tuple[int, str]:
+    """cli.main with the protocol steps replaced by a fake that echoes `reply` (what a hostile
+    server might say) and the settings' text values into the result text."""
     out = io.BytesIO()
-    with mock.patch.object(roundtrip, "run_round_trip", FakeRun("echo")):
+    with mock.patch.object(roundtrip, "run_round_trip", FakeRun(reply)):
         code = cli.main(args, environ=environ, stdout=out, stdin=stdin)
     return code, out.getvalue().decode("utf-8")
 
@@ -646,10 +679,12 @@ def _fuzz_main(args: List[str], environ: Dict[str, str], stdin: Optional[Any] = 
     extra=st.lists(any_text, max_size=2),
     fmt=st.sampled_from([*PRTG_FORMATS, "text"]),
     env=st.dictionaries(st.sampled_from(PRTG_KEYS), any_text, max_size=4),
+    reply=any_text,
 )
 def test_fuzz_every_option_and_environment_value(changes: List[Tuple[str, str, bool]],
                                                  passwords: List[Tuple[str, str]], flags: List[str],
-                                                 extra: List[str], fmt: str, env: Dict[str, str]) -> None:
+                                                 extra: List[str], fmt: str, env: Dict[str, str],
+                                                 reply: str) -> None:
     args = GOOD + ["--format", fmt]
     for option, value, joined in changes:
         args += [f"{option}={value}"] if joined else [option, value]
@@ -657,7 +692,7 @@ def test_fuzz_every_option_and_environment_value(changes: List[Tuple[str, str, b
         args += [f"{option}={value}"]
     args += [f for f in flags if f != "--store-result"] + extra
     environ = {**env, "prtg_linuxpassword": ENV_SECRET}
-    code, raw = _fuzz_main(args, environ)
+    code, raw = _fuzz_main(args, environ, reply=reply)
     _check_one_document(code, raw, [PASSWORD, ENV_SECRET] + [v for _, v in passwords])
 
 
@@ -689,3 +724,35 @@ def test_fuzz_real_bytes_in_a_real_process(value: bytes, env_value: bytes, optio
     assert proc.returncode == 0 and b"Traceback" not in proc.stderr
     for secret in (PASSWORD.encode(), ENV_SECRET.encode()):
         assert secret not in proc.stdout and secret not in proc.stderr
+
+
+def test_result_file_redacts_registered_secrets_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prtg_roundtrip.resultfile import write_result_files
+
+    monkeypatch.setattr(secret_registry, "_REGISTERED", set(secret_registry._REGISTERED))
+    secret_registry.register("Refresh-Token-Xy1")
+    _, data = write_result_files(str(tmp_path), "7", "<prtg/>", [("subject_text", "a Refresh-Token-Xy1 b")],
+                                 "S: 334 Refresh-Token-Xy1\n", ())
+    text = Path(data).read_text(encoding="utf-8")
+    assert "Refresh-Token-Xy1" not in text and "Data['subject_text'] := 'a *** b';" in text
+
+
+def test_registered_secrets_never_reach_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(secret_registry, "_REGISTERED", set(secret_registry._REGISTERED))
+
+    def leaky(settings: Any, transcript: Any, environ: Any) -> Report:
+        secret_registry.register("Access-Token-Q1")  # as the OAuth2 code does when it fetches one
+        return Report.failure("OAuth2 token: the server said Access-Token-Q1 is bad.")
+
+    monkeypatch.setattr(roundtrip, "run_round_trip", leaky)
+    for fmt in PRTG_FORMATS:
+        _, doc, raw = run_main(GOOD + ["--format", fmt])
+        assert doc.error and "Access-Token-Q1" not in raw and "***" in doc.text
+
+
+@pytest.mark.parametrize("password", ["Pw#ab\x07cd-ef", "Pw#ab\u2028cd-ef", "Pw#ab\ufffecd-ef"])
+def test_a_secret_with_control_characters_is_redacted_in_its_cleaned_form(password: str, fake_run: FakeRun) -> None:
+    args = [w if w != PASSWORD else password for w in GOOD]
+    _, doc, raw = run_main(args)  # the fake run echoes the password into the text
+    assert not doc.error and "password ***" in doc.text
+    assert clean_text(password) not in raw and "cd-ef" not in raw
