@@ -339,3 +339,16 @@ def test_an_overlong_smtp_line_is_not_reported_as_the_servers_500(stack):
         run = run_sensor(args)
     assert run.error and run.text.startswith("SMTP send"), run.text
     assert "500" not in run.text and "permanent refusal" not in run.text.lower(), run.text
+
+
+@pytest.mark.xfail(strict=True, reason="a 334 challenge that is not valid base64 in answer to AUTH PLAIN: smtplib's "
+                   "binascii.Error escapes smtp_send's handlers, and the run ends in 'Sensor: internal error'")
+def test_an_invalid_auth_challenge_is_an_smtp_error(stack):
+    case = smtp_case("AUTH", b"334 abcde\r\n", "close", "prtg-json")
+    with FakeSmtpServer(case.fault()) as smtp:
+        args = with_options(base_args(stack), smtp_host=smtp.host, smtp_port=str(smtp.port), smtp_auth="password",
+                            smtp_user="fuzz@roundtrip.test", smtp_password=SMTP_PASSWORD, format="prtg-json",
+                            timeout=str(BUDGET))
+        run = run_sensor(args)
+    assert run.error and run.text.startswith("SMTP send"), run.text
+    assert "AUTH" in run.text, run.text
