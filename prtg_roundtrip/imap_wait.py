@@ -141,8 +141,11 @@ def _idle(session: ImapSession, seconds: float) -> Tuple[bool, bool]:
         return False, False
     more: Optional[list] = None
     try:
-        responses = client.idle_check(timeout=seconds)
-    finally:
-        session.arm_timeout()
-        _, more = client.idle_done()
+        try:
+            responses = client.idle_check(timeout=seconds)
+        finally:
+            session.arm_timeout()
+            _, more = client.idle_done()
+    except (AttributeError, TypeError) as exc:  # IMAPClient on answers it does not expect (a '+' after DONE)
+        raise IMAPClientError(f"unexpected answer to IDLE/DONE ({type(exc).__name__})") from exc
     return announces_new_mail(list(responses) + list(more or [])), True

@@ -259,6 +259,12 @@ class _Session(Connector):
         if "PLAIN" in offered or "LOGIN" not in offered:
             mechanism = "PLAIN"
             code, msg = self.conn.docmd("AUTH", "PLAIN " + _b64(sasl.plain(login.user, login.password)))
+            if code == 334:  # a challenge although the response went with the command: not SMTP AUTH
+                self.conn.docmd("*")  # RFC 4954: cancel the exchange
+                raise self.fail(
+                    f"unexpected challenge to AUTH PLAIN: {_reply(code, msg)[:120]}",
+                    "Check that the port belongs to an SMTP server that implements AUTH (RFC 4954)",
+                )
         else:
             mechanism = "LOGIN"
             code, msg = self.conn.docmd("AUTH", "LOGIN")

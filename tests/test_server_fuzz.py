@@ -281,13 +281,14 @@ def test_fuzz_servers_reach_every_point(stack, mailbox):
     ("SEARCH", b"* SEARCH -1\r\n"),
     ("SEARCH", b"* SEARCH (abc)\r\n"),
     ("SELECT", b"* OK [UIDNEXT abc] Predicted next UID\r\n"),
+    ("DONE", b"+ more\r\n"),  # reached only late in the wait (IDLE from ~3 s on): a longer budget
 ])
 def test_malformed_imap_answer_is_an_imap_error(stack, point, data):
     case = imap_case(point, data, "normal", "prtg-json")
     with FakeSmtpServer() as smtp, _imap_server(smtp, case) as imap:
         args = with_options(base_args(stack), smtp_host=smtp.host, smtp_port=str(smtp.port), imap_host=imap.host,
                             imap_port=str(imap.port), imap_password=IMAP_PASSWORD, format="prtg-json",
-                            timeout=str(BUDGET))
+                            timeout="10" if point == "DONE" else str(BUDGET))
         run = run_sensor(args)
     assert run.error, run.text
     assert run.text.startswith("IMAP receive"), run.text
@@ -323,3 +324,14 @@ def test_an_overlong_smtp_line_is_not_reported_as_the_servers_500(stack):
         run = run_sensor(args)
     assert run.error and run.text.startswith("SMTP send"), run.text
     assert "500" not in run.text and "permanent refusal" not in run.text.lower(), run.text
+
+
+def test_an_invalid_auth_challenge_is_an_smtp_error(stack):
+    case = smtp_case("AUTH", b"334 abcde\r\n", "close", "prtg-json")
+    with FakeSmtpServer(case.fault()) as smtp:
+        args = with_options(base_args(stack), smtp_host=smtp.host, smtp_port=str(smtp.port), smtp_auth="password",
+                            smtp_user="fuzz@roundtrip.test", smtp_password=SMTP_PASSWORD, format="prtg-json",
+                            timeout=str(BUDGET))
+        run = run_sensor(args)
+    assert run.error and run.text.startswith("SMTP send"), run.text
+    assert "AUTH" in run.text, run.text
