@@ -165,7 +165,7 @@ class ImapSession(Connector):
                     "Check that the port belongs to an IMAP server (and the TLS mode: implicit TLS or not)",
                 )
             return self.fail(f"{self.phase} failed: {text}", "Check the server's log")
-        if isinstance(exc, ValueError):
+        if isinstance(exc, ValueError) and not isinstance(exc, OSError):  # (a certificate error is both)
             return self.fail(
                 f"unexpected reply during {self.phase}, not understood as IMAP ({str(exc)[:120]})",
                 "Check the server's log; a proxy or filter in between may mangle the answers",
