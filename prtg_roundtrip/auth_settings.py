@@ -29,6 +29,7 @@ from .auth import (
 )
 from .errors import ParameterError
 from .secrets import device_credentials, resolve, secret_value
+from .settings import require
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -101,11 +102,11 @@ def leg_auth(v: Mapping[str, object], leg: str, environ: Mapping[str, str], clie
         if kind:
             device_user, device_password = device_credentials(str(kind), environ, f"--{leg}-credentials")
             user, password = user or device_user, password or device_password
-        user = _require(user, f"--{leg}-user", f"{label} authentication needs a user name (or --{leg}-credentials)")
-        password = _require(resolve(password, f"--{leg}-password", environ), f"--{leg}-password",
+        user = require(user, f"--{leg}-user", f"{label} authentication needs a user name (or --{leg}-credentials)")
+        password = require(resolve(password, f"--{leg}-password", environ), f"--{leg}-password",
                             f"{label} authentication needs a password (or --{leg}-credentials)")
         return PasswordAuth(user, password)
-    user = _require(user, f"--{leg}-user", f"OAuth2 needs the mailbox's login name in --{leg}-user")
+    user = require(user, f"--{leg}-user", f"OAuth2 needs the mailbox's login name in --{leg}-user")
     command = _clean(v, f"{leg}_token_command")
     refresh = secret_value(_str(v.get(f"{leg}_refresh_token")), f"--{leg}-refresh-token", environ)
     if command and (client or refresh):
@@ -181,14 +182,6 @@ def _token_url(url: Optional[str]) -> Optional[str]:
 def _need(value: object, option: str, what: str) -> None:
     if not value:
         raise ParameterError(f"{option} is missing", hint=f"Give {what}")
-
-
-def _require(value: Optional[str], option: str, hint: str) -> str:
-    if not value:
-        raise ParameterError(f"{option} is missing", hint=hint)
-    if any(ch in value for ch in "\r\n\0"):
-        raise ParameterError(f"{option} contains a line break or NUL", hint="Check the value")
-    return value
 
 
 def _clean(v: Mapping[str, object], key: str) -> Optional[str]:

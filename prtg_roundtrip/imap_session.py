@@ -24,7 +24,7 @@ from imapclient.imap4 import IMAP4WithTimeout
 
 from . import sasl
 from .auth import BearerLogin, Login, PasswordAuth
-from .deadline import Deadline, note_step, now
+from .deadline import Deadline, now
 from .errors import ImapError
 from .settings import ImapSettings, TlsMode, TlsSettings
 from .sockets import tune
@@ -103,6 +103,8 @@ class _Client(IMAPClient):
 class ImapSession(Connector):
     """Connected, logged in and with the mailbox selected once `open()` returns."""
 
+    leg = IMAP_LEG
+
     def __init__(self, settings: ImapSettings, tls: TlsSettings, deadline: Deadline, transcript: Transcript):
         self.settings = settings
         self.deadline = deadline
@@ -121,16 +123,6 @@ class ImapSession(Connector):
         self.challenge = ""  # the server's OAuth2 error challenge, in words
         self._handler = _TranscriptHandler(transcript)
         self._logger = logging.getLogger("imapclient")
-
-    @property
-    def phase(self) -> str:
-        return self._phase
-
-    @phase.setter
-    def phase(self, value: str) -> None:
-        """The phase names the step in errors, and for the last-resort and SIGTERM documents."""
-        self._phase = value
-        note_step(f"the IMAP leg ({self.settings.server}): {value}")
 
     def __enter__(self) -> ImapSession:
         return self
@@ -205,7 +197,7 @@ class ImapSession(Connector):
         self.connect_started_at = now()
         for attempt in range(1, LOGIN_ATTEMPTS + 1):
             try:
-                self.security = secure(self, self.settings.tls, IMAP_LEG, self.transcript, self.fail)
+                self.security = secure(self, self.settings.tls, self.transcript, self.fail)
                 self._login(login)
                 self._select()
                 break

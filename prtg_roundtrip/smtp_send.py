@@ -17,7 +17,7 @@ from typing import Any, List, Optional
 
 from . import sasl
 from .auth import BearerLogin, Login, NoAuth, PasswordAuth
-from .deadline import Deadline, note_step, now
+from .deadline import Deadline, now
 from .errors import SendUncertain, SmtpError
 from .probe import ProbeMail
 from .settings import SmtpSettings, TlsMode, TlsSettings
@@ -98,6 +98,8 @@ class _SMTPS(_SMTP, smtplib.SMTP_SSL):
 class _Session(Connector):
     """One SMTP conversation; raises SmtpError naming the phase that failed."""
 
+    leg = SMTP_LEG
+
     def __init__(self, settings: SmtpSettings, tls: TlsSettings, deadline: Deadline, transcript: Transcript):
         self.settings = settings
         self.deadline = deadline
@@ -110,16 +112,6 @@ class _Session(Connector):
         self.connected_at = 0.0
         self.tls_started_at: Optional[float] = None
         self.tls_done_at: Optional[float] = None
-
-    @property
-    def phase(self) -> str:
-        return self._phase
-
-    @phase.setter
-    def phase(self, value: str) -> None:
-        """The phase names the step in errors, and for the last-resort and SIGTERM documents."""
-        self._phase = value
-        note_step(f"the SMTP leg ({self.settings.server}): {value}")
 
     # -- failures -------------------------------------------------------------------------
     def fail(self, cause: str, hint: str, token_refused: bool = False) -> SmtpError:
@@ -379,7 +371,7 @@ def send_probe(
     started = now()
     mechanism = "none"
     try:
-        security = secure(session, settings.tls, SMTP_LEG, transcript, session.fail)
+        security = secure(session, settings.tls, transcript, session.fail)
         session.hello()
         auth_started = authenticated = None
         if not isinstance(login, NoAuth):

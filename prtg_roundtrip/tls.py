@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Optional, Tuple
 
+from .deadline import note_step
 from .settings import TlsMode, TlsSettings
 from .transcript import Transcript
 
@@ -97,7 +98,21 @@ IMAP_LEG = Leg("IMAP", "--imap-tls", 993)
 
 
 class Connector:
-    """One protocol's part of securing a connection (smtp_send and imap_session implement it)."""
+    """One leg's connection: its protocol's part of securing it (smtp_send and imap_session
+    implement it), and the phase it is in, which names the step in errors and, through
+    deadline.note_step, in the last-resort and SIGTERM documents."""
+
+    leg: Leg
+    settings: Any  # the leg's settings: .server
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, value: str) -> None:
+        self._phase = value
+        note_step(f"the {self.leg.protocol} leg ({self.settings.server}): {value}")
 
     def connect(self, implicit: bool) -> None:
         """Open a connection (closing any earlier one) and read the greeting; with `implicit`,
@@ -114,10 +129,10 @@ class Connector:
         raise NotImplementedError
 
 
-def secure(conn: Connector, mode: TlsMode, leg: Leg, transcript: Transcript,
-           fail: Callable[[str, str], Exception]) -> Security:
+def secure(conn: Connector, mode: TlsMode, transcript: Transcript, fail: Callable[[str, str], Exception]) -> Security:
     """Connect under `mode`: the one TLS policy of both legs. `fail(cause, hint)` makes the
     leg's error; it is raised where TLS is required but missing."""
+    leg = conn.leg
     fallback = None
     try:
         conn.connect(implicit=mode.implicit)
