@@ -105,7 +105,7 @@ def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
             deletion = "expunged" if mailbox.delete(found.uid) else "flagged"
         except ImapError as exc:
             deletion = "failed"
-            notes.append(f"deleting the probe (UID {found.uid}) failed: {exc.cause}; a later run removes it")
+            notes.append(f"the probe (UID {found.uid}) was not deleted ({exc.cause}); a later run removes it")
         if deletion == "expunged":
             notes.extend(_sweep(mailbox, settings, state, sweep_due, probe.guid))
         if state.note:

@@ -335,7 +335,7 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
     sensor = sensor_id(_str(v.get("sensor_id")), environ, smtp_host, imap_host, getattr(imap_auth, "user", ""),
                        mailbox, sender, recipient)
     imap_auth, smtp_auth = with_cache_key(imap_auth, sensor), with_cache_key(smtp_auth, sensor)
-    warning_ms, error_ms = _positive(v.get("warning_ms")), _positive(v.get("error_ms"))
+    warning_ms, error_ms = _positive(v.get("warning_ms"), "--warning-ms"), _positive(v.get("error_ms"), "--error-ms")
     if warning_ms is not None and error_ms is not None and warning_ms >= error_ms:
         raise ParameterError(
             f"--warning-ms {warning_ms:g} is not below --error-ms {error_ms:g}", hint="The warning limit comes first"
@@ -383,17 +383,17 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
     )
 
 
-def _positive(value: object) -> Optional[float]:
+def _positive(value: object, option: str) -> Optional[float]:
     if value is None:
         return None
     try:
         number = float(_num(value))
     except (TypeError, ValueError):
-        raise ParameterError(f"limit {value!r} ms is not a number", hint="Give milliseconds above 0") from None
+        raise ParameterError(f"{option} {value!r} is not a number", hint="Give milliseconds above 0") from None
     if not math.isfinite(number):
-        raise ParameterError(f"limit {number} ms is not a finite number", hint="Give milliseconds above 0")
+        raise ParameterError(f"{option} {number} is not a finite number", hint="Give milliseconds above 0")
     if not number > 0:
-        raise ParameterError(f"limit {number:g} ms is not positive", hint="Give milliseconds above 0")
+        raise ParameterError(f"{option} {number:g} ms is not positive", hint="Give milliseconds above 0")
     return number
 
 

@@ -355,6 +355,7 @@ def test_limits_must_be_finite_and_positive(option: str, value: str, fake_run: F
     code, doc, _ = run_main(GOOD + ["--format", "prtg-json", option + "=" + value])
     assert code == 0 and doc.error and fake_run.settings is None
     assert doc.text.startswith("Parameters:") and ("finite" in doc.text or "not positive" in doc.text), doc.text
+    assert option in doc.text, doc.text  # the refusal names the option
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "1e400", "nan"])
@@ -367,9 +368,9 @@ def test_each_layer_refuses_non_finite_limits(value: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="finite"):
         cli._milliseconds(value)
     with pytest.raises(ParameterError, match="finite"):
-        _positive(value)
+        _positive(value, "--warning-ms")
     with pytest.raises(ParameterError, match="finite"):
-        _positive(float(value))
+        _positive(float(value), "--error-ms")
 
 
 def test_finite_limits_are_taken(fake_run: FakeRun) -> None:
