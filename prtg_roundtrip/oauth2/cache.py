@@ -6,21 +6,19 @@ run may have just fetched), fetches, writes, and lets go: two runs never both re
 refresh token the server rotates is never lost between them. Waiting for the lock stays inside
 the run's budget.
 
-Files are created with mode 0600 in a private per-user folder, opened with O_NOFOLLOW where
-the system has it, and a cache file that is a symbolic link is refused.
+The files live in the sensor's private state folder and are read and written with state.py's
+functions (owner-only, no link followed, atomic replace); a cache file that is a link or belongs
+to another user is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
-import stat
-import tempfile
 import time
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional
 
 from .. import state
 from ..deadline import Deadline
@@ -36,40 +34,12 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 
 
-def _standin_private_folder(environ: Mapping[str, str]) -> str:
-    """STAND-IN for `prtg_roundtrip.state.private_folder` (being written on another branch):
-    a folder only this user may use, under $PRTG_RT_STATE_DIR or the system's temp folder.
-    Used only while state.py has no private_folder; remove it once that is merged."""
-    base = environ.get("PRTG_RT_STATE_DIR") or os.path.join(tempfile.gettempdir(), "prtg-roundtrip")
-    if os.name == "nt":
-        base = environ.get("PRTG_RT_STATE_DIR") or os.path.join(
-            environ.get("LOCALAPPDATA") or tempfile.gettempdir(), "prtg-roundtrip"
-        )
-        folder = os.path.join(base, "private")
-        os.makedirs(folder, exist_ok=True)
-        return folder
-    folder = os.path.join(base, f"private-{os.geteuid()}")
-    os.makedirs(base, mode=0o1777, exist_ok=True)
+def _folder(environ: Mapping[str, str]) -> str:
+    """The private state folder; OSError (the run goes on without a cache) where none is safe."""
     try:
-        os.mkdir(folder, 0o700)
-    except FileExistsError:
-        pass
-    info = os.lstat(folder)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
-        raise TokenError(
-            f"the token cache folder {folder} is not a private folder of this user (a symbolic link, "
-            "another owner, or open to others): refused",
-            hint="Remove it; the sensor creates it again with owner-only permission",
-        )
-    return folder
-
-
-def private_folder(environ: Mapping[str, str]) -> str:
-    """The hardened state.private_folder where it exists, else the stand-in above."""
-    hardened: Optional[Callable[[Mapping[str, str]], str]] = getattr(state, "private_folder", None)
-    if hardened is not None:
-        return hardened(environ)
-    return _standin_private_folder(environ)
+        return state.private_folder(environ)
+    except state.UnsafeStateFolder as exc:
+        raise OSError(f"no safe folder for the token cache: {exc.cause}") from None
 
 
 def margin(lifetime: float) -> float:
@@ -89,8 +59,11 @@ def usable(entry: Mapping[str, Any], now: Optional[float] = None) -> bool:
 
 
 class TokenCache:
+    """One cache entry, in the sensor's private state folder (state.py: private_folder,
+    read_private, write_private, the same rules as the sweep state)."""
+
     def __init__(self, key: str, environ: Mapping[str, str]):
-        self.folder = private_folder(environ)
+        self.folder = _folder(environ)
         name = hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
         self.path = os.path.join(self.folder, f"oauth2-{name}.json")
         self.lock_path = self.path + ".lock"
@@ -98,44 +71,26 @@ class TokenCache:
     def read(self) -> Dict[str, Any]:
         """The entry, or {} when there is none or it cannot be read as one."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW | _BINARY)
-        except FileNotFoundError:
+            raw = state.read_private(self.path)
+        except state.UnsafeStateFolder as exc:
+            raise TokenError(
+                f"the token cache file is refused: {exc.cause}",
+                hint="Remove it; nobody but this account should write in that folder",
+            ) from None
+        except OSError:
             return {}
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise self._symlink() from None
+        try:
+            data = json.loads((raw or b"{}")[: 1 << 20].decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
             return {}
-        with os.fdopen(fd, "rb") as handle:
-            if not _NOFOLLOW and os.path.islink(self.path):  # pragma: no cover - Windows
-                raise self._symlink()
-            try:
-                data = json.loads(handle.read(1 << 20).decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                return {}
         return data if isinstance(data, dict) else {}
-
-    def _symlink(self) -> TokenError:
-        return TokenError(
-            f"the token cache file {self.path} is a symbolic link: refused",
-            hint="Remove it; nobody but this account should write in that folder",
-        )
 
     def write(self, entry: Mapping[str, Any]) -> None:
         """Replace the entry atomically (a new 0600 file renamed over the old one)."""
-        temporary = f"{self.path}.{os.getpid()}.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY, 0o600)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(json.dumps(dict(entry)).encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+            state.write_private(self.path, json.dumps(dict(entry)).encode("utf-8"))
+        except state.UnsafeStateFolder as exc:
+            raise OSError(f"the token cache folder is refused: {exc.cause}") from None
 
     @contextlib.contextmanager
     def locked(self, deadline: Deadline) -> Iterator[None]:
