@@ -243,8 +243,9 @@ class _Plan:
 
     def fetch(self, deadline: Deadline, context: Optional[ssl.SSLContext], refresh_token: Optional[str] = None
               ) -> Fetched:
-        # Imported here: a run with a cached token needs none of the HTTP, signing or library code.
-        from . import grants, libraries
+        # Imported here: a run with a cached token needs none of the HTTP, signing or library code
+        # (and a generic or refresh-token fetch none of the libraries').
+        from . import grants
 
         client = self.client
         provider = client.provider
@@ -256,6 +257,8 @@ class _Plan:
         if provider is Provider.MICROSOFT365:
             return self._microsoft(deadline, context, secret)
         if provider is Provider.GOOGLE:
+            from . import libraries
+
             if libraries.google_auth_available():
                 return libraries.google_service_account(self.info, subject=self.source.user, scope=str(self.scope),
                                                         token_url=self.url, deadline=deadline, context=context)

@@ -16,8 +16,7 @@ import json
 import re
 import ssl
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from ..auth import Provider
 from ..deadline import Deadline
@@ -32,14 +31,17 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
-@dataclass(frozen=True)
-class Fetched:
-    """A token endpoint's successful answer."""
+class Fetched(NamedTuple):
+    """A token endpoint's successful answer. (A NamedTuple, not a dataclass: a fetching run
+    imports this module, and a frozen dataclass costs about 1 ms to define.)"""
 
-    access_token: str = field(repr=False)
+    access_token: str
     expires_in: float
     host: str
-    refresh_token: Optional[str] = field(default=None, repr=False)
+    refresh_token: Optional[str] = None
+
+    def __repr__(self) -> str:  # never the tokens
+        return f"Fetched(expires_in={self.expires_in!r}, host={self.host!r})"
 
 
 def fetched_from(data: Mapping[str, Any], host: str) -> Fetched:
@@ -153,14 +155,16 @@ def sign_rs256(header: Mapping[str, Any], claims: Mapping[str, Any], private_key
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\s.*?-----END \1-----", re.S)
 
 
-@dataclass(frozen=True)
-class Certificate:
+class Certificate(NamedTuple):
     """A PEM file's private key and (first) certificate, with the certificate's thumbprints."""
 
-    private_key: str = field(repr=False)
+    private_key: str
     certificate: str
     sha1: bytes
     sha256: bytes
+
+    def __repr__(self) -> str:  # never the key
+        return f"Certificate(sha1={self.sha1.hex()})"
 
 
 def split_pem(text: str, path: str) -> Tuple[str, str]:
