@@ -26,15 +26,13 @@ from . import sasl
 from .auth import BearerLogin, Login, PasswordAuth
 from .deadline import Deadline, now
 from .errors import ImapError
-from .settings import ImapSettings, TlsMode, TlsSettings
-from .sockets import tune
+from .settings import ImapSettings, TlsSettings
 from .tls import (
     IMAP_LEG,
     Connector,
     Security,
     TlsUnavailable,
     describe_network_error,
-    make_context,
     peer_is_not_tls,
     secure,
 )
@@ -106,13 +104,8 @@ class ImapSession(Connector):
     leg = IMAP_LEG
 
     def __init__(self, settings: ImapSettings, tls: TlsSettings, deadline: Deadline, transcript: Transcript):
-        self.settings = settings
-        self.deadline = deadline
-        self.transcript = transcript
-        self.context = make_context(tls) if settings.tls is not TlsMode.OFF else None
+        super().__init__(settings, tls, deadline, transcript)
         self.client: Optional[IMAPClient] = None
-        self.phase = "connect"
-        self.phase_timeout = deadline.cap(settings.timeout)
         self.security = Security()
         self.uidvalidity: Optional[int] = None
         self.uidnext: Optional[int] = None
@@ -174,11 +167,6 @@ class ImapSession(Connector):
             return ""
         last = bye[-1]
         return (last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last)).strip().rstrip(".")
-
-    def socket_opened(self, sock: Any) -> None:
-        tune(sock)
-        self.deadline.guard(sock)
-        self.phase = "greeting"
 
     def arm_timeout(self) -> None:
         """Each command gets the leg's timeout, or what is left of the budget."""

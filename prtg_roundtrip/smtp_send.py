@@ -11,7 +11,6 @@ import ast
 import base64
 import smtplib
 import socket
-import ssl
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
@@ -20,15 +19,13 @@ from .auth import BearerLogin, Login, NoAuth, PasswordAuth
 from .deadline import Deadline, now
 from .errors import SendUncertain, SmtpError
 from .probe import ProbeMail
-from .settings import SmtpSettings, TlsMode, TlsSettings
-from .sockets import tune
+from .settings import SmtpSettings, TlsSettings
 from .tls import (
     SMTP_LEG,
     Connector,
     Security,
     TlsUnavailable,
     describe_network_error,
-    make_context,
     peer_is_not_tls,
     secure,
 )
@@ -101,13 +98,8 @@ class _Session(Connector):
     leg = SMTP_LEG
 
     def __init__(self, settings: SmtpSettings, tls: TlsSettings, deadline: Deadline, transcript: Transcript):
-        self.settings = settings
-        self.deadline = deadline
-        self.transcript = transcript
-        self.context: Optional[ssl.SSLContext] = make_context(tls) if settings.tls is not TlsMode.OFF else None
+        super().__init__(settings, tls, deadline, transcript)
         self.conn: Optional[_SMTP] = None
-        self.phase = "connect"
-        self.phase_timeout = self._timeout()
         self.greeted = False  # EHLO/HELO answered on the current connection
         self.connected_at = 0.0
         self.tls_started_at: Optional[float] = None
@@ -154,11 +146,6 @@ class _Session(Connector):
         if self.conn is not None and self.conn.sock is not None:
             self.conn.sock.settimeout(self.phase_timeout)
             self.deadline.guard(self.conn.sock)  # again after STARTTLS: a new socket object
-
-    def socket_opened(self, sock: socket.socket) -> None:
-        tune(sock)
-        self.deadline.guard(sock)
-        self.phase = "greeting"
 
     # -- the TLS policy's connector (tls.secure) --------------------------------------------
     def connect(self, implicit: bool) -> None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Optional, Tuple
 
-from .deadline import note_step
+from .deadline import Deadline, note_step
 from .settings import TlsMode, TlsSettings
+from .sockets import tune
 from .transcript import Transcript
 
 
@@ -103,7 +104,20 @@ class Connector:
     deadline.note_step, in the last-resort and SIGTERM documents."""
 
     leg: Leg
-    settings: Any  # the leg's settings: .server
+
+    def __init__(self, settings: Any, tls: TlsSettings, deadline: Deadline, transcript: Transcript):
+        self.settings = settings  # the leg's: .server, .tls, .timeout
+        self.deadline = deadline
+        self.transcript = transcript
+        self.context: Optional[ssl.SSLContext] = make_context(tls) if settings.tls is not TlsMode.OFF else None
+        self.phase = "connect"
+        self.phase_timeout = deadline.cap(settings.timeout)
+
+    def socket_opened(self, sock: Any) -> None:
+        """Every new socket: the socket options, and the budget's watchdog."""
+        tune(sock)
+        self.deadline.guard(sock)
+        self.phase = "greeting"
 
     @property
     def phase(self) -> str:
