@@ -128,7 +128,7 @@ class ImapSession(Connector):
         return ImapError(cause, server=self.settings.server, hint=hint, token_refused=token_refused)
 
     def network_failure(self, exc: BaseException) -> ImapError:
-        if self.deadline.fired:
+        if self.deadline.fired or self.phase_timeout < 0.05:  # (a command the budget left no time)
             return self.fail(*self.deadline.ran_out(self.phase))
         bye = self._bye()
         if bye:
@@ -407,4 +407,5 @@ def server_text(exc: BaseException) -> str:
     text = re.sub(r"^(select|login|search|fetch|store|expunge|idle|authenticate) failed: ", "", text.strip("'\" "))
     text = re.sub(r"\s*\(\d+\.\d+(?: \+ \d+\.\d+)* secs\)", "", text)  # Dovecot's timing note
     text = re.sub(r"'?\s*This error may have been caused by .*$", "", text, flags=re.S)  # IMAPClient's advice
-    return text.rstrip(". ") or type(exc).__name__
+    text = "".join(ch for ch in text if ch.isprintable())
+    return text.rstrip(". ") or f"{type(exc).__name__}, without readable text"

@@ -110,7 +110,7 @@ class _Session(Connector):
         return SmtpError(cause, server=self.settings.server, hint=hint, token_refused=token_refused)
 
     def network_failure(self, exc: BaseException) -> SmtpError:
-        if self.deadline.fired:
+        if self.deadline.fired or self.phase_timeout < 0.05:  # (a command the budget left no time)
             return self.fail(*self.deadline.ran_out(self.phase))
         if isinstance(exc, smtplib.SMTPResponseException):
             if exc.smtp_code == 500 and _text(exc.smtp_error) == "Line too long.":  # smtplib's own, not a reply

@@ -8,8 +8,10 @@ token service (tools/tokenservice.py) that the stack's Dovecot asks about bearer
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,8 +38,10 @@ check_output = _load_tool("check_output")
 mailstack = _load_tool("mailstack")
 tokenservice = _load_tool("tokenservice")
 
-# Each test session starts with no memory of earlier sweeps (prtg_roundtrip/state.py).
+# Each test session starts with no memory of earlier sweeps (prtg_roundtrip/state.py), and leaves
+# no state folder behind.
 os.environ["PRTG_RT_STATE_DIR"] = tempfile.mkdtemp(prefix="prtg-rt-state-")
+atexit.register(shutil.rmtree, os.environ["PRTG_RT_STATE_DIR"], True)
 
 
 @dataclass

@@ -630,24 +630,12 @@ def test_microsoft_wrong_secret_with_msal(tls_idp: Any, env: Dict[str, str], con
     assert "Entra admin center" in text and "wrong-secret-value" not in text
 
 
-class _Unpadded(str):
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, str) and other.rstrip("=") == self.rstrip("=")
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    __hash__ = str.__hash__
-
-
 @pytest.mark.skipif(not HAVE_MSAL, reason="MSAL is not installed (pip install prtg-roundtrip[microsoft])")
 def test_microsoft_certificate_with_msal(tls_idp: Any, env: Dict[str, str], context: Any, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _spy(monkeypatch, "msal_client_credentials")
-    # MSAL writes x5t / x5t#S256 as base64url with '=' padding (Entra ID accepts that); the token
-    # service compares them unpadded. Compare both without padding; the signature check stays.
-    real_thumbprint = tokenservice._thumbprint
-    monkeypatch.setattr(tokenservice, "_thumbprint", lambda pem, digest: _Unpadded(real_thumbprint(pem, digest)))
+    # MSAL writes x5t / x5t#S256 as base64url with '=' padding (Entra ID accepts that, and so does
+    # the token service).
     source = microsoft(tls_idp, secret=None, certificate=_cert_file(tls_idp, tmp_path), client_id="cert-app")
     transcript = Transcript()
     token = oauth2.get_token(source, budget(), env, context=context, transcript=transcript)

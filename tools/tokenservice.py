@@ -546,7 +546,9 @@ class TokenService:
         if endpoint not in audiences:
             raise OAuthError("invalid_client", f"client_assertion: aud must be {endpoint}", 401)
         for name, digest in (("x5t", hashlib.sha1), ("x5t#S256", hashlib.sha256)):
-            if name in header and header[name] != _thumbprint(client.certificate_pem, digest):
+            # base64url with or without '=' padding: MSAL pads, Entra ID accepts both
+            given = header.get(name)
+            if isinstance(given, str) and given.rstrip("=") != _thumbprint(client.certificate_pem, digest).rstrip("="):
                 raise OAuthError("invalid_client", f"client_assertion: {name} is not the registered certificate", 401)
         _verify_signature(header.get("alg"), client.certificate_pem, signed, signature, ("RS256", "PS256"),
                           "invalid_client", 401)
