@@ -160,24 +160,17 @@ class Connection:
             self.send(bytes([byte]))
 
 
-_Server = TypeVar("_Server", bound="ScriptedServer")
+_Listener = TypeVar("_Listener", bound="LoopbackListener")
 
 
-class ScriptedServer:
-    """A threaded server on 127.0.0.1:<free port>; subclasses speak the protocol (`converse`)."""
+class LoopbackListener:
+    """A listener on 127.0.0.1:<free port> with an accept thread, for a limited lifetime; `stop`
+    (or the end of a `with`) closes it and every socket it tracked. Subclasses set their own
+    state first, then call `_listen`, and handle each connection in `_accepted`."""
 
-    name = "scripted server"
-    trickle_text = b"* slow "
+    name = "listener"
 
-    def __init__(self, fault: Optional[Fault] = None, *, tls: Optional[ssl.SSLContext] = None,
-                 lifetime: float = LIFETIME, starttls: Optional[ssl.SSLContext] = None):
-        self.fault = fault
-        self.tls = tls
-        self.starttls = starttls  # offer STARTTLS and upgrade with this context
-        self.connections = 0  # connections accepted
-        self.session = threading.local()  # per connection: `secure` after a STARTTLS handshake
-        self.received: List[str] = []  # command lines in order (credentials masked)
-        self._counts: Dict[str, int] = {}
+    def _listen(self, lifetime: float) -> None:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sockets: List[socket.socket] = []
@@ -191,16 +184,12 @@ class ScriptedServer:
         self._acceptor = threading.Thread(target=self._accept_loop, name=f"{self.name} :{self.port}", daemon=True)
         self._acceptor.start()
 
-    def __repr__(self) -> str:
-        return f"<{self.name} {self.host}:{self.port} fault={self.fault}>"
-
-    def __enter__(self: _Server) -> _Server:
+    def __enter__(self: _Listener) -> _Listener:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- life cycle -----------------------------------------------------------------------
     def stop(self) -> None:
         """Close the listener and every connection; idempotent."""
         self._stopping.set()
@@ -227,17 +216,45 @@ class ScriptedServer:
                 continue
             except OSError:
                 break
-            self._track(sock)
-            with self._lock:
-                self.connections += 1
-            threading.Thread(target=self._session, args=(sock,), daemon=True).start()
-        self.stop()  # lifetime over, or stopped: end every session too
+            self._accepted(sock)
+        self.stop()  # lifetime over, or stopped: end every connection too
 
-    def _track(self, sock: socket.socket) -> None:
+    def _accepted(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _track(self, *socks: socket.socket) -> None:
         with self._lock:
-            self._sockets.append(sock)
+            self._sockets.extend(socks)
         if self._stopping.is_set():
-            sock.close()
+            for sock in socks:
+                sock.close()
+
+
+class ScriptedServer(LoopbackListener):
+    """A threaded server on 127.0.0.1:<free port>; subclasses speak the protocol (`converse`)."""
+
+    name = "scripted server"
+    trickle_text = b"* slow "
+
+    def __init__(self, fault: Optional[Fault] = None, *, tls: Optional[ssl.SSLContext] = None,
+                 lifetime: float = LIFETIME, starttls: Optional[ssl.SSLContext] = None):
+        self.fault = fault
+        self.tls = tls
+        self.starttls = starttls  # offer STARTTLS and upgrade with this context
+        self.connections = 0  # connections accepted
+        self.session = threading.local()  # per connection: `secure` after a STARTTLS handshake
+        self.received: List[str] = []  # command lines in order (credentials masked)
+        self._counts: Dict[str, int] = {}
+        self._listen(lifetime)
+
+    def __repr__(self) -> str:
+        return f"<{self.name} {self.host}:{self.port} fault={self.fault}>"
+
+    def _accepted(self, sock: socket.socket) -> None:
+        self._track(sock)
+        with self._lock:
+            self.connections += 1
+        threading.Thread(target=self._session, args=(sock,), daemon=True).start()
 
     def _session(self, sock: socket.socket) -> None:
         current = sock
@@ -592,7 +609,7 @@ class DeliveringImapServer(FakeImapServer):
         return super()._answer(conn, tag, verb)
 
 
-class DelayingRelay:
+class DelayingRelay(LoopbackListener):
     """A TCP relay on 127.0.0.1 in front of a real server (`target_host`, `target_port`).
 
     Bytes pass both ways unchanged, except that the server's first answer after the client sent
@@ -600,67 +617,26 @@ class DelayingRelay:
     seconds: a server slow to answer DATA. `held` counts the answers held.
     """
 
+    name = "relay"
+
     def __init__(self, target_host: str, target_port: int, delay: float, trigger: bytes = b"\r\n.\r\n",
                  lifetime: float = LIFETIME):
         self.target = (target_host, target_port)
         self.delay = delay
         self.trigger = trigger
         self.held = 0
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._sockets: List[socket.socket] = []
-        self._expires = time.monotonic() + lifetime
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind((HOST, 0))
-        self._listener.listen(16)
-        self._listener.settimeout(POLL)
-        self.host: str = HOST
-        self.port: int = self._listener.getsockname()[1]
-        self._acceptor = threading.Thread(target=self._accept_loop, name=f"relay :{self.port}", daemon=True)
-        self._acceptor.start()
+        self._listen(lifetime)
 
-    def __enter__(self) -> DelayingRelay:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stopping.set()
+    def _accepted(self, client: socket.socket) -> None:
         try:
-            self._listener.close()
+            server = socket.create_connection(self.target, timeout=5)
         except OSError:
-            pass
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        if threading.current_thread() is not self._acceptor:
-            self._acceptor.join(2.0)
-
-    def _accept_loop(self) -> None:
-        while not self._stopping.is_set() and time.monotonic() < self._expires:
-            try:
-                client, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            try:
-                server = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets += [client, server]
-            triggered = threading.Event()
-            threading.Thread(target=self._upstream, args=(client, server, triggered), daemon=True).start()
-            threading.Thread(target=self._downstream, args=(server, client, triggered), daemon=True).start()
-        self.stop()
+            client.close()
+            return
+        self._track(client, server)
+        triggered = threading.Event()
+        threading.Thread(target=self._upstream, args=(client, server, triggered), daemon=True).start()
+        threading.Thread(target=self._downstream, args=(server, client, triggered), daemon=True).start()
 
     def _recv(self, sock: socket.socket) -> bytes:
         sock.settimeout(POLL)
