@@ -31,7 +31,7 @@ from .errors import ParameterError
 from .secrets import device_credentials, resolve, secret_value
 from .settings import require
 
-LOOPBACK_NAMES = ("localhost",)
+LOOPBACK_NAMES = ("localhost", "localhost.")
 
 
 def is_loopback(host: str) -> bool:

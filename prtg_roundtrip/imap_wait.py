@@ -51,7 +51,6 @@ class ReceiveResult:
     detection: str
     checks: int
     deletion: str  # "expunged"; "flagged" (no UIDPLUS, others flagged: only \Deleted set); "failed"
-    auth_method: str = "password"
 
 
 def receive_result(session: ImapSession, found: Found, deletion: str) -> ReceiveResult:
@@ -66,7 +65,6 @@ def receive_result(session: ImapSession, found: Found, deletion: str) -> Receive
         detection=found.detection,
         checks=found.checks,
         deletion=deletion,
-        auth_method=session.mechanism or "password",
     )
 
 

@@ -47,11 +47,6 @@ class SendResult:
     accepted_at: float  # 250 after DATA: the server took responsibility for the mail
     security: Security
     reply: str  # the server's answer to DATA, e.g. "2.0.0 Ok: queued as 4Xyz"
-    auth_method: str = "none"  # "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER" or "none"
-
-    @property
-    def password_in_clear(self) -> bool:
-        return self.auth_method in ("PLAIN", "LOGIN") and not self.security.encrypted
 
 
 class _SMTP(smtplib.SMTP):
@@ -216,8 +211,8 @@ class _Session(Connector):
                 )
         self.greeted = True
 
-    def authenticate(self, login: Login, security: Security) -> str:
-        """Log in; return the SASL mechanism used."""
+    def authenticate(self, login: Login, security: Security) -> None:
+        """Log in with the mechanism `login` calls for and the server offers."""
         assert self.conn is not None
         self.phase = "AUTH"
         self._set_timeout()
@@ -229,14 +224,14 @@ class _Session(Connector):
             )
         offered = (self.conn.esmtp_features.get("auth") or "").upper().split()
         if isinstance(login, PasswordAuth):
-            return self._password(login, offered)
-        assert isinstance(login, BearerLogin)
-        return self._bearer(login, offered, security)
+            self._password(login, offered)
+        else:
+            assert isinstance(login, BearerLogin)
+            self._bearer(login, offered, security)
 
-    def _password(self, login: PasswordAuth, offered: List[str]) -> str:
+    def _password(self, login: PasswordAuth, offered: List[str]) -> None:
         assert self.conn is not None
         if "PLAIN" in offered or "LOGIN" not in offered:
-            mechanism = "PLAIN"
             code, msg = self.conn.docmd("AUTH", "PLAIN " + _b64(sasl.plain(login.user, login.password)))
             if code == 334:  # a challenge although the response went with the command: not SMTP AUTH
                 self.conn.docmd("*")  # RFC 4954: cancel the exchange
@@ -245,7 +240,6 @@ class _Session(Connector):
                     "Check that the port belongs to an SMTP server that implements AUTH (RFC 4954)",
                 )
         else:
-            mechanism = "LOGIN"
             code, msg = self.conn.docmd("AUTH", "LOGIN")
             for answer in (login.user, login.password):
                 if code != 334:
@@ -255,9 +249,8 @@ class _Session(Connector):
             if not 200 <= code <= 599:
                 raise self.refused("AUTH", code, msg)
             raise self.fail(f"login rejected: {_reply(code, msg)}", "Check --smtp-user and --smtp-password")
-        return mechanism
 
-    def _bearer(self, login: BearerLogin, offered: List[str], security: Security) -> str:
+    def _bearer(self, login: BearerLogin, offered: List[str], security: Security) -> None:
         assert self.conn is not None
         if not security.encrypted and not login.allow_plain_loopback:
             raise self.fail(
@@ -288,7 +281,6 @@ class _Session(Connector):
                 "SendAs permission; Google: the https://mail.google.com/ scope) and that SMTP AUTH is enabled",
                 token_refused=True,
             )
-        return name
 
     def submit(self, probe: ProbeMail) -> str:
         assert self.conn is not None
@@ -356,7 +348,6 @@ def send_probe(
     """
     session = _Session(settings, tls, deadline, transcript)
     started = now()
-    mechanism = "none"
     try:
         security = secure(session, settings.tls, transcript, session.fail)
         session.hello()
@@ -367,7 +358,7 @@ def send_probe(
                 if cleartext is not None:
                     cleartext.append("the SMTP password was sent without TLS")
             auth_started = now()
-            mechanism = session.authenticate(login, security)
+            session.authenticate(login, security)
             authenticated = now()
         ready = now()
         reply = session.submit(probe)
@@ -388,7 +379,6 @@ def send_probe(
         accepted_at=accepted,
         security=security,
         reply=reply,
-        auth_method=mechanism,
     )
 
 

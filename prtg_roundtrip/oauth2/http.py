@@ -11,7 +11,6 @@ No proxy support: the token endpoint is connected directly.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import ssl
 import time
@@ -19,6 +18,7 @@ import urllib.parse
 from typing import Any, Dict, Mapping, NamedTuple, Optional
 
 from ..auth import Provider
+from ..auth_settings import is_loopback
 from ..deadline import Deadline
 from ..errors import TokenError
 from ..secrets import registered
@@ -42,15 +42,6 @@ class Answer(NamedTuple):
 
     def __repr__(self) -> str:  # never the body (it holds the tokens)
         return f"Answer(status={self.status!r}, host={self.host!r}, elapsed={self.elapsed!r})"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def host_of(url: str) -> str:
