@@ -532,7 +532,7 @@ def main(
         from .credentials import main as credentials_main
 
         return credentials_main(argv[1:])
-    from .secrets import environment_secrets
+    from .secrets import environment_secrets, registered
 
     default = fmt = _format = OutputFormat.PRTG_XML if argv else OutputFormat.SCRIPT_V2
     if process:
@@ -578,7 +578,7 @@ def main(
             f"Sensor: internal error ({type(exc).__name__}: {exc}). "
             "Run the sensor by hand with --format text --verbose and report the transcript."
         )
-    secrets += _registered_secrets()
+    secrets += registered()  # every secret the run resolved or fetched
     report = report.redacted(secrets)
     if settings is not None and settings.output.store_result:
         note_step("writing result files")
@@ -587,13 +587,6 @@ def main(
     if fmt.for_prtg:
         return 0
     return 1 if report.error else 0
-
-
-def _registered_secrets() -> Tuple[str, ...]:
-    from . import secrets as registry
-
-    registered = getattr(registry, "registered", None)  # the lead's registry of every secret seen
-    return tuple(registered()) if registered is not None else ()
 
 
 def _store_result(

@@ -17,6 +17,7 @@ import re
 from typing import Iterable, List, Mapping, Optional, Tuple
 
 from .report import clean_text, usable_secrets
+from .secrets import registered
 from .transcript import MASK, redact
 
 # Names of inputs whose values are credentials: prtg_windowspassword, prtg_linuxpassword,
@@ -33,10 +34,7 @@ def is_credential(name: str) -> bool:
 
 
 def _all_secrets(secrets: Tuple[str, ...]) -> Tuple[str, ...]:
-    from . import secrets as registry
-
-    registered = getattr(registry, "registered", None)
-    return usable_secrets(tuple(secrets) + (tuple(registered()) if registered is not None else ()))
+    return usable_secrets(tuple(secrets) + registered())
 
 
 def default_result_dir(environ: Mapping[str, str]) -> Optional[str]:
