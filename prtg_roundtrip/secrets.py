@@ -52,10 +52,7 @@ def resolve(value: Optional[str], option: str, environ: Mapping[str, str], whole
     the reference is empty. Errors name the reference (variable, path, keyring entry), never a
     value. `whole_file`: a file: reference means the whole file (a JSON key), not its first line."""
     secret = _resolve(value, option, environ, whole_file)
-    if secret is not None:
-        register(secret)
-        if value is not None and not value.startswith(PREFIXES):
-            register(value)
+    register(secret)
     return secret
 
 
@@ -63,7 +60,6 @@ def _resolve(value: Optional[str], option: str, environ: Mapping[str, str], whol
     if value is None:
         return None
     if value.startswith("literal:"):
-        register(value)
         return value[len("literal:"):]
     if value.startswith("env:"):
         name = value[len("env:"):]
