@@ -271,7 +271,8 @@ class ImapSession(Connector):
     def _password(self, client: IMAPClient, login: PasswordAuth) -> None:
         if not self.security.encrypted:
             self.transcript.note("IMAP", "WARNING: sending the password without TLS")
-            self.cleartext.append("the IMAP password was sent without TLS")
+            if not self.cleartext:  # once, however often a busy server made the login repeat
+                self.cleartext.append("the IMAP password was sent without TLS")
         self._handler.muted = True
         if client.has_capability("AUTH=PLAIN"):
             self.transcript.add("IMAP", ">", f"AUTHENTICATE PLAIN {MASK}")

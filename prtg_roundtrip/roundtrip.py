@@ -85,7 +85,7 @@ def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
     transcript.note("RUN", f"probe {probe.message_id}, subject {probe.subject!r}, sensor {settings.sensor_id}")
     with ImapSession(settings.imap, settings.tls, deadline, transcript) as session:
         try:
-            _with_fresh_token(lambda login: session.open(login), imap_login, settings.imap.auth, tokens)
+            _with_fresh_token(session.open, imap_login, settings.imap.auth, tokens)
         finally:
             cleartext.extend(session.cleartext)
         mailbox = Mailbox(session, settings.imap.search)
