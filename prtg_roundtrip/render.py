@@ -23,7 +23,7 @@ _FILES = {
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.PackageLoader(__package__, "templates"),  # from a folder or a zip archive (.pyz)
         autoescape=jinja2.select_autoescape(enabled_extensions=("xml.j2",), default_for_string=False),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,

@@ -13,7 +13,8 @@ For probes without internet access. The zip holds one folder, prtg-roundtrip-bun
     INSTALL.md  how to install: python -m pip install --no-index --find-links wheels prtg-roundtrip
 
 Needs the package index once, at build time (`pip download --only-binary=:all: --platform ...
---python-version ...`). pip evaluates dependency markers such as `sys_platform == "win32"`
+--python-version ... --require-hashes -r requirements/runtime.txt`: the versions and hashes
+pinned by tools/lock). pip evaluates dependency markers such as `sys_platform == "win32"`
 against the machine it runs on, not the target (pip issue 10050), so every download runs pip
 with the target's marker environment. Afterwards, unless --no-check, an offline resolution from
 the wheels folder alone (`--no-index`, no pip configuration) for every target proves the bundle
@@ -40,6 +41,7 @@ PLATFORM_TAGS = {
     # glibc 2.17 (RHEL/CentOS 7) and up; newer tags first so the best wheel wins.
     "linux": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
 }
+RUNTIME_LOCK = ROOT / "requirements" / "runtime.txt"
 SOURCE_ITEMS = ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "prtg_roundtrip")
 
 # Runs pip with the target's PEP 508 marker environment (argv[1], JSON) instead of this machine's.
@@ -154,8 +156,10 @@ def build(out_dir: Path, platforms: Sequence[str], versions: Sequence[str], chec
             for python in versions:
                 targets.append(f"{platform} CPython {python}")
                 print(f"bundle: wheels for {platform}, CPython {python}", file=sys.stderr)
+                # The pinned versions with their hashes (requirements/runtime.txt, from tools/lock);
+                # its markers are evaluated for the target.
                 pip_for(platform, python, "download", "--quiet", *target_options(platform, python),
-                        "--dest", str(wheels), str(wheels / package.name))
+                        "--require-hashes", "--no-deps", "--dest", str(wheels), "-r", str(RUNTIME_LOCK))
 
         if check:
             # Resolve again from the wheels folder alone, as `pip install --no-index` on the target
