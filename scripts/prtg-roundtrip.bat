@@ -1,8 +1,9 @@
 @echo off
 rem prtg-roundtrip launcher for PRTG's EXE/Script Advanced sensor: copy it into
 rem "<PRTG program dir>\Custom Sensors\EXEXML" and choose it as the sensor's EXE/Script.
-rem It finds the Python that has the prtg_roundtrip package and runs
-rem "python -m prtg_roundtrip PARAMETERS", the Parameters field passed on as typed.
+rem It finds a Python and runs "python -m prtg_roundtrip PARAMETERS" (the installed package) or
+rem "python prtg-roundtrip.pyz PARAMETERS" (the single file next to this launcher), the
+rem Parameters field passed on as typed.
 rem (No percent signs in these comments: cmd.exe expands them even in REM lines.)
 rem
 rem Where it looks, in this order (docs\launchers.md):
@@ -10,9 +11,14 @@ rem   0. the environment variable PRTG_ROUNDTRIP_PYTHON: a python.exe; when set,
 rem   1. a virtual environment in this launcher's folder: .venv\Scripts\python.exe, then
 rem      prtg-roundtrip-venv\Scripts\python.exe
 rem   2. an installed prtg-roundtrip.exe on PATH
-rem   3. PRTG's bundled Python (in ProgramFiles(x86), then in ProgramFiles:
-rem      PRTG Network Monitor\python\python.exe), if prtg-roundtrip is installed in it
-rem   4. python.exe on PATH, if prtg-roundtrip is installed in it
+rem   3. PRTG's own Python: ..\..\python\python.exe from this launcher's folder (Custom
+rem      Sensors\EXEXML), then python\python.exe in the PRTG folder the registry names
+rem      (HKLM\SOFTWARE\WOW6432Node\Paessler\PRTG Network Monitor, value exepath), then
+rem      PRTG Network Monitor\python\python.exe in ProgramFiles(x86) and in ProgramFiles
+rem   4. py.exe -3 on PATH, then python.exe on PATH
+rem Steps 0 and 3-4 run the installed package if the interpreter has it, else the single file
+rem prtg-roundtrip.pyz next to this launcher; an interpreter with neither is skipped (step 0:
+rem run as it is).
 rem If none is found it prints a PRTG error document naming the places it looked (XML; JSON
 rem with --format prtg-json; Script v2 JSON with --format script-v2 or without parameters, as
 rem the Script v2 sensor passes its parameters on stdin) and exits 0, as PRTG expects.
@@ -25,15 +31,22 @@ set "PYTHONIOENCODING=utf-8"
 set "PYTHONUTF8=1"
 set "PYTHONSAFEPATH=1"
 set "PRTG_RT_HERE=%~dp0"
+set "PRTG_RT_PYZ=%~dp0prtg-roundtrip.pyz"
 set "PRTG_RT_LOOKED="
 set "PRTG_RT_SEP="
 set "PRTG_RT_EXE="
+set "PRTG_RT_PYARGS="
 set "PRTG_RT_CHECK=import importlib.metadata as m; m.distribution('prtg-roundtrip')"
 
 if not defined PRTG_ROUNDTRIP_PYTHON goto venvs
 rem Quotes around the value (set PRTG_ROUNDTRIP_PYTHON="C:\...") are dropped.
 set "PRTG_RT_PY=%PRTG_ROUNDTRIP_PYTHON:"=%"
-if exist "%PRTG_RT_PY%" goto run
+if not exist "%PRTG_RT_PY%" goto badoverride
+call :check
+if not errorlevel 1 goto run
+if exist "%PRTG_RT_PYZ%" goto runpyz
+goto run
+:badoverride
 set "PRTG_RT_LOOKED=PRTG_ROUNDTRIP_PYTHON=%PRTG_RT_PY% (no such file; it overrides all other places)"
 goto nopython
 
@@ -52,48 +65,100 @@ if defined PRTG_RT_EXE goto runexe
 set "PRTG_RT_LOOKED=%PRTG_RT_LOOKED%%PRTG_RT_SEP%prtg-roundtrip.exe on PATH"
 set "PRTG_RT_SEP=; "
 
+rem PRTG's own Python, relative to this launcher (Custom Sensors\EXEXML).
+for %%I in ("%PRTG_RT_HERE%..\..\python\python.exe") do set "PRTG_RT_PY=%%~fI"
+call :try
+if not errorlevel 1 goto found
+
+rem The PRTG folder the registry names (a 32-bit program: WOW6432Node on 64-bit Windows).
+set "PRTG_RT_REG="
+for /f "tokens=1,2,*" %%A in ('reg query "HKLM\SOFTWARE\WOW6432Node\Paessler\PRTG Network Monitor" /v exepath 2^>nul') do if /i "%%A"=="exepath" set "PRTG_RT_REG=%%C"
+if defined PRTG_RT_REG goto registered
+for /f "tokens=1,2,*" %%A in ('reg query "HKLM\SOFTWARE\Paessler\PRTG Network Monitor" /v exepath 2^>nul') do if /i "%%A"=="exepath" set "PRTG_RT_REG=%%C"
+if not defined PRTG_RT_REG goto programfiles
+:registered
+if "%PRTG_RT_REG:~-1%"=="\" set "PRTG_RT_REG=%PRTG_RT_REG:~0,-1%"
+set "PRTG_RT_PY=%PRTG_RT_REG%\python\python.exe"
+call :try
+if not errorlevel 1 goto found
+
+:programfiles
 if not defined ProgramFiles(x86) goto bundled64
 set "PRTG_RT_PY=%ProgramFiles(x86)%\PRTG Network Monitor\python\python.exe"
-call :check
-if not errorlevel 1 goto run
+call :try
+if not errorlevel 1 goto found
 :bundled64
 set "PRTG_RT_PY=%ProgramFiles%\PRTG Network Monitor\python\python.exe"
-call :check
-if not errorlevel 1 goto run
+call :try
+if not errorlevel 1 goto found
 
+rem The Python launcher (py.exe -3), then python.exe, on PATH.
+set "PRTG_RT_PY="
+for %%I in (py.exe) do set "PRTG_RT_PY=%%~$PATH:I"
+if not defined PRTG_RT_PY goto nopy
+set "PRTG_RT_PYARGS=-3 "
+call :try
+if not errorlevel 1 goto found
+set "PRTG_RT_PYARGS="
+goto pathpython
+:nopy
+set "PRTG_RT_LOOKED=%PRTG_RT_LOOKED%%PRTG_RT_SEP%py.exe on PATH"
+set "PRTG_RT_SEP=; "
+:pathpython
 set "PRTG_RT_PY="
 for %%I in (python.exe) do set "PRTG_RT_PY=%%~$PATH:I"
 if not defined PRTG_RT_PY goto nopath
-call :check
-if not errorlevel 1 goto run
+call :try
+if not errorlevel 1 goto found
 goto nopython
 :nopath
 set "PRTG_RT_LOOKED=%PRTG_RT_LOOKED%%PRTG_RT_SEP%python.exe on PATH"
 set "PRTG_RT_SEP=; "
 goto nopython
 
+:found
+if "%PRTG_RT_USE%"=="pyz" goto runpyz
 :run
-"%PRTG_RT_PY%" -m prtg_roundtrip %*
+"%PRTG_RT_PY%" %PRTG_RT_PYARGS%-m prtg_roundtrip %*
+exit /b %ERRORLEVEL%
+
+:runpyz
+"%PRTG_RT_PY%" %PRTG_RT_PYARGS%"%PRTG_RT_PYZ%" %*
 exit /b %ERRORLEVEL%
 
 :runexe
 "%PRTG_RT_EXE%" %*
 exit /b %ERRORLEVEL%
 
-:check
-rem errorlevel 0 when PRTG_RT_PY exists and has prtg-roundtrip installed; else notes it.
-if exist "%PRTG_RT_PY%" goto checkimport
+:try
+rem errorlevel 0 when PRTG_RT_PY exists and has prtg-roundtrip installed (PRTG_RT_USE=package)
+rem or prtg-roundtrip.pyz lies next to this launcher (PRTG_RT_USE=pyz); else notes it.
+set "PRTG_RT_USE="
+if exist "%PRTG_RT_PY%" goto tryimport
 set "PRTG_RT_LOOKED=%PRTG_RT_LOOKED%%PRTG_RT_SEP%%PRTG_RT_PY%"
 set "PRTG_RT_SEP=; "
 exit /b 1
-:checkimport
+:tryimport
+call :check
+if errorlevel 1 goto trypyz
+set "PRTG_RT_USE=package"
+exit /b 0
+:trypyz
+if not exist "%PRTG_RT_PYZ%" goto trynone
+set "PRTG_RT_USE=pyz"
+exit /b 0
+:trynone
+set "PRTG_RT_LOOKED=%PRTG_RT_LOOKED%%PRTG_RT_SEP%%PRTG_RT_PY% (prtg-roundtrip is not installed in it)"
+set "PRTG_RT_SEP=; "
+exit /b 1
+
+:check
+rem errorlevel 0 when PRTG_RT_PY has prtg-roundtrip installed.
 pushd "%SystemRoot%" 2>nul
-"%PRTG_RT_PY%" -c "%PRTG_RT_CHECK%" >nul 2>&1
+"%PRTG_RT_PY%" %PRTG_RT_PYARGS%-c "%PRTG_RT_CHECK%" >nul 2>&1
 set "PRTG_RT_RC=%ERRORLEVEL%"
 popd
 if "%PRTG_RT_RC%"=="0" exit /b 0
-set "PRTG_RT_LOOKED=%PRTG_RT_LOOKED%%PRTG_RT_SEP%%PRTG_RT_PY% (prtg-roundtrip is not installed in it)"
-set "PRTG_RT_SEP=; "
 exit /b 1
 
 :nopython
@@ -119,7 +184,7 @@ goto scan
 :scanned
 rem Built with percent expansion inside quoted SET commands (safe: no value holds a quote),
 rem printed with delayed expansion, which does not parse the value again.
-set "M=prtg-roundtrip launcher: no Python found (looked in: %PRTG_RT_LOOKED%). Install prtg-roundtrip into a virtual environment next to this launcher (%PRTG_RT_HERE%prtg-roundtrip-venv, e.g. offline from the bundle: python -m venv prtg-roundtrip-venv, then prtg-roundtrip-venv\Scripts\python.exe -m pip install --no-index --find-links wheels prtg-roundtrip), or set PRTG_ROUNDTRIP_PYTHON. See docs\launchers.md."
+set "M=prtg-roundtrip launcher: no Python found (looked in: %PRTG_RT_LOOKED%). Put prtg-roundtrip.pyz next to this launcher (it runs with PRTG's own Python or any Python 3.9+), or install prtg-roundtrip into a virtual environment next to this launcher (%PRTG_RT_HERE%prtg-roundtrip-venv, e.g. offline from the bundle: python -m venv prtg-roundtrip-venv, then prtg-roundtrip-venv\Scripts\python.exe -m pip install --no-index --find-links wheels prtg-roundtrip), or set PRTG_ROUNDTRIP_PYTHON. See docs\launchers.md."
 chcp 65001 >nul 2>&1
 if "%PRTG_RT_FMT%"=="text" goto say_text
 if "%PRTG_RT_FMT%"=="prtg-json" goto say_json
