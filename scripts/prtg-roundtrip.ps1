@@ -1,15 +1,20 @@
 # prtg-roundtrip launcher for PRTG's EXE/Script Advanced sensor, PowerShell flavour: copy it into
 # "<PRTG program dir>\Custom Sensors\EXEXML" and choose it as the sensor's EXE/Script. It finds
-# the Python that has the prtg_roundtrip package and runs "python -m prtg_roundtrip ARGS".
+# a Python and runs "python -m prtg_roundtrip ARGS" (the installed package) or
+# "python prtg-roundtrip.pyz ARGS" (the single file next to this script).
 #
 # Where it looks, in this order (docs/launchers.md), the same as prtg-roundtrip.bat:
 #   0. $env:PRTG_ROUNDTRIP_PYTHON: a python.exe; when set, it is the only candidate
 #   1. a virtual environment in this script's folder: .venv\Scripts\python.exe, then
 #      prtg-roundtrip-venv\Scripts\python.exe
 #   2. an installed prtg-roundtrip.exe on PATH
-#   3. PRTG's bundled Python (${env:ProgramFiles(x86)}, then $env:ProgramFiles:
-#      PRTG Network Monitor\python\python.exe), if prtg-roundtrip is installed in it
-#   4. python.exe on PATH, if prtg-roundtrip is installed in it
+#   3. PRTG's own Python: ..\..\python\python.exe from this script's folder (Custom
+#      Sensors\EXEXML), then python\python.exe in the PRTG folder the registry names
+#      (HKLM:\SOFTWARE\WOW6432Node\Paessler\PRTG Network Monitor, value exepath), then
+#      PRTG Network Monitor\python\python.exe under ${env:ProgramFiles(x86)} and $env:ProgramFiles
+#   4. py.exe -3 on PATH, then python.exe on PATH
+# Steps 0 and 3-4 run the installed package if the interpreter has it, else the single file
+# prtg-roundtrip.pyz next to this script; an interpreter with neither is skipped.
 # If none is found it prints a PRTG error document naming the places it looked (XML; JSON with
 # --format prtg-json; Script v2 JSON with --format script-v2 or without arguments) and exits 0.
 #
@@ -66,10 +71,10 @@ function Invoke-Native([string]$file, [string[]]$arguments) {
     return $process.ExitCode
 }
 
-function Test-HasPackage([string]$python) {
+function Test-HasPackage([string]$python, [string[]]$prefix = @()) {
     $psi = New-Object System.Diagnostics.ProcessStartInfo
     $psi.FileName = $python
-    $psi.Arguments = '-c "import importlib.metadata as m; m.distribution(''prtg-roundtrip'')"'
+    $psi.Arguments = ((@($prefix) + @('-c')) -join ' ') + ' "import importlib.metadata as m; m.distribution(''prtg-roundtrip'')"'
     $psi.UseShellExecute = $false
     $psi.CreateNoWindow = $true
     $psi.RedirectStandardOutput = $true
@@ -129,12 +134,16 @@ $here = $PSScriptRoot
 if (-not $here) { $here = Split-Path -Parent $MyInvocation.MyCommand.Path }
 $looked = New-Object System.Collections.Generic.List[string]
 $python = $null
+$pythonPrefix = @()
+$usePyz = $false
 $exe = $null
 
 if ($env:PRTG_ROUNDTRIP_PYTHON) {
     $candidate = $env:PRTG_ROUNDTRIP_PYTHON.Trim('"')
     if (Test-Path -LiteralPath $candidate -PathType Leaf) {
         $python = $candidate
+        $pyz = Join-Path $here 'prtg-roundtrip.pyz'
+        if ((Test-Path -LiteralPath $pyz -PathType Leaf) -and -not (Test-HasPackage $candidate)) { $usePyz = $true }
     } else {
         $looked.Add("PRTG_ROUNDTRIP_PYTHON=$candidate (no such file; it overrides all other places)")
     }
@@ -150,25 +159,46 @@ if ($env:PRTG_ROUNDTRIP_PYTHON) {
         if ($command) { $exe = $command.Path } else { $looked.Add('prtg-roundtrip.exe on PATH') }
     }
     if (-not $python -and -not $exe) {
-        $bundled = @()
-        if (${env:ProgramFiles(x86)}) { $bundled += Join-Path ${env:ProgramFiles(x86)} 'PRTG Network Monitor\python\python.exe' }
-        if ($env:ProgramFiles) { $bundled += Join-Path $env:ProgramFiles 'PRTG Network Monitor\python\python.exe' }
-        $onPath = Get-Command 'python.exe' -CommandType Application -ErrorAction SilentlyContinue | Select-Object -First 1
-        if ($onPath) { $bundled += $onPath.Path }
-        foreach ($candidate in $bundled) {
-            if (-not (Test-Path -LiteralPath $candidate -PathType Leaf)) { $looked.Add($candidate); continue }
-            if (Test-HasPackage $candidate) { $python = $candidate; break }
-            $looked.Add("$candidate (prtg-roundtrip is not installed in it)")
+        # Each candidate: the interpreter, and what goes before the arguments for it (py.exe: -3).
+        $candidates = New-Object System.Collections.Generic.List[object]
+        $candidates.Add(@([System.IO.Path]::GetFullPath((Join-Path $here '..\..\python\python.exe')), @()))
+        foreach ($key in @('HKLM:\SOFTWARE\WOW6432Node\Paessler\PRTG Network Monitor',
+                           'HKLM:\SOFTWARE\Paessler\PRTG Network Monitor')) {
+            $registered = $null
+            try { $registered = (Get-ItemProperty -LiteralPath $key -Name 'exepath' -ErrorAction Stop).exepath } catch { }
+            if ($registered) {
+                $candidates.Add(@((Join-Path $registered.TrimEnd('\') 'python\python.exe'), @()))
+                break
+            }
         }
-        if (-not $onPath) { $looked.Add('python.exe on PATH') }
+        if (${env:ProgramFiles(x86)}) {
+            $candidates.Add(@((Join-Path ${env:ProgramFiles(x86)} 'PRTG Network Monitor\python\python.exe'), @()))
+        }
+        if ($env:ProgramFiles) { $candidates.Add(@((Join-Path $env:ProgramFiles 'PRTG Network Monitor\python\python.exe'), @())) }
+        foreach ($name in @('py.exe', 'python.exe')) {
+            $found = Get-Command $name -CommandType Application -ErrorAction SilentlyContinue | Select-Object -First 1
+            $prefix = @()
+            if ($name -eq 'py.exe') { $prefix = @('-3') }
+            if ($found) { $candidates.Add(@($found.Path, $prefix)) } else { $looked.Add("$name on PATH") }
+        }
+        $pyz = Join-Path $here 'prtg-roundtrip.pyz'
+        foreach ($candidate in $candidates) {
+            $path = $candidate[0]
+            $prefix = @($candidate[1])
+            if (-not (Test-Path -LiteralPath $path -PathType Leaf)) { $looked.Add($path); continue }
+            if (Test-HasPackage $path $prefix) { $python = $path; $pythonPrefix = $prefix; break }
+            if (Test-Path -LiteralPath $pyz -PathType Leaf) { $python = $path; $pythonPrefix = $prefix; $usePyz = $true; break }
+            $looked.Add("$path (prtg-roundtrip is not installed in it)")
+        }
     }
 }
 
-if ($python) { exit (Invoke-Native $python (@('-m', 'prtg_roundtrip') + $sensorArgs)) }
+if ($python -and $usePyz) { exit (Invoke-Native $python (@($pythonPrefix) + @((Join-Path $here 'prtg-roundtrip.pyz')) + $sensorArgs)) }
+if ($python) { exit (Invoke-Native $python (@($pythonPrefix) + @('-m', 'prtg_roundtrip') + $sensorArgs)) }
 if ($exe) { exit (Invoke-Native $exe $sensorArgs) }
 
 $message = "prtg-roundtrip launcher: no Python found (looked in: $($looked -join '; ')). " +
-    "Install prtg-roundtrip into a virtual environment next to this launcher " +
+    "Put prtg-roundtrip.pyz next to this launcher (it runs with PRTG's own Python or any Python 3.9+), or install prtg-roundtrip into a virtual environment next to this launcher " +
     "($(Join-Path $here 'prtg-roundtrip-venv'), e.g. offline from the bundle: python -m venv prtg-roundtrip-venv, " +
     "then prtg-roundtrip-venv\Scripts\python.exe -m pip install --no-index --find-links wheels prtg-roundtrip), " +
     "or set PRTG_ROUNDTRIP_PYTHON. See docs\launchers.md."

@@ -8,7 +8,8 @@
 #   1. a virtual environment in this launcher's folder: .venv/bin/python, then
 #      prtg-roundtrip-venv/bin/python
 #   2. an installed `prtg-roundtrip` command on PATH
-#   3. python3 on PATH, if the prtg-roundtrip distribution is installed in it (pip's metadata)
+#   3. python3 on PATH: the installed package if the prtg-roundtrip distribution is installed
+#      in it (pip's metadata), else the single file prtg-roundtrip.pyz next to this launcher
 # If none is found it prints a PRTG error document naming the places it looked (XML; JSON with
 # --format prtg-json; Script v2 JSON with --format script-v2 or without arguments, as the
 # multi-platform probe's Script v2 sensor passes its parameters on stdin) and exits 0. Uses only shell builtins, so it
@@ -54,6 +55,9 @@ else
     if (cd / && exec "$py" -c 'import importlib.metadata as m; m.distribution("prtg-roundtrip")') >/dev/null 2>&1; then
       exec "$py" -m prtg_roundtrip "$@"
     fi
+    if [ -f "$here/prtg-roundtrip.pyz" ]; then
+      exec "$py" "$here/prtg-roundtrip.pyz" "$@"
+    fi
     note "$py (prtg-roundtrip is not installed in it)"
   else
     note "python3 on PATH"
@@ -90,7 +94,8 @@ replace() {
 nl='
 '
 tab='	'
-message="prtg-roundtrip launcher: no Python found (looked in: $looked). Install prtg-roundtrip \
+message="prtg-roundtrip launcher: no Python found (looked in: $looked). Put prtg-roundtrip.pyz \
+next to this launcher (it runs with any python3, 3.9 or later), or install prtg-roundtrip \
 into a virtual environment next to this launcher ($here/prtg-roundtrip-venv, e.g. offline from \
 the bundle: python3 -m venv prtg-roundtrip-venv && prtg-roundtrip-venv/bin/python -m pip install \
 --no-index --find-links wheels prtg-roundtrip), or set PRTG_ROUNDTRIP_PYTHON. See docs/launchers.md."

@@ -17,7 +17,8 @@ prints one PRTG JSON document and exits 0, whatever happens.
 
 The package is imported from PRTG's Python (install it there from the offline bundle, see
 docs/launchers.md) or, failing that, from a virtual environment of the same Python version next
-to this file (`prtg-roundtrip-venv` or `.venv`). If it cannot be imported, the document says so.
+to this file (`prtg-roundtrip-venv` or `.venv`), or from the single file `prtg-roundtrip.pyz`
+next to this file (nothing to install). If it cannot be imported, the document says so.
 Runs on Python 3.9 and later.
 """
 
@@ -42,6 +43,7 @@ ENVIRONMENT_FIELDS = {
 }
 CREDENTIAL_KINDS = ("linux", "windows")
 VENV_NAMES = ("prtg-roundtrip-venv", ".venv")
+PYZ_NAME = "prtg-roundtrip.pyz"
 
 
 class EntryError(Exception):
@@ -147,11 +149,22 @@ def _add_venv_next_to(script: str) -> Optional[str]:
     return None
 
 
+def _add_pyz_next_to(script: str) -> Optional[str]:
+    """Import the package from prtg-roundtrip.pyz beside `script` (through its bytecode cache)."""
+    archive = os.path.join(os.path.dirname(os.path.abspath(script)), PYZ_NAME)
+    if not os.path.isfile(archive):
+        return None
+    sys.path.insert(0, archive)
+    import prtg_roundtrip_pyz  # the archive's start-up module (tools/pyz_bootstrap.py)
+
+    return str(prtg_roundtrip_pyz.activate(archive))
+
+
 def _import_main() -> Any:
     try:
         from prtg_roundtrip.cli import main
     except ImportError as first:
-        if _add_venv_next_to(__file__) is None:
+        if _add_venv_next_to(__file__) is None and _add_pyz_next_to(__file__) is None:
             raise first from None
         from prtg_roundtrip.cli import main
     return main
@@ -184,7 +197,8 @@ def run(argv: Sequence[str]) -> int:
             f"prtg_roundtrip_python.py: cannot import prtg_roundtrip ({type(exc).__name__}: {exc}) "
             f"with Python {sys.version.split()[0]} at {sys.executable}. Install it into this Python "
             "offline from the bundle (python -m pip install --no-index --find-links wheels "
-            "prtg-roundtrip), or make a virtual environment of the same Python version named "
+            "prtg-roundtrip), or put prtg-roundtrip.pyz next to this script, or make a virtual "
+            "environment of the same Python version named "
             "prtg-roundtrip-venv next to this script. Python 3.9 or later is needed."
         ))
         return 0
