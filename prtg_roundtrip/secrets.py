@@ -12,6 +12,7 @@ prtg_windowsuser/prtg_windowspassword (with "Set placeholders as environment val
 
 from __future__ import annotations
 
+import sys
 from typing import Mapping, Optional, Set, Tuple
 
 from .auth import SecretValue
@@ -110,7 +111,7 @@ def _from_keyring(service: str, user: str, option: str) -> str:
     except KeyringError as exc:
         raise ParameterError(
             f"{option} keyring:{service}/{user}: the credential store is not usable ({exc})",
-            hint="See the README on keyring backends and the LocalSystem account",
+            hint=_keyring_hint(exc),
         ) from None
     if not secret:
         raise ParameterError(
@@ -119,6 +120,15 @@ def _from_keyring(service: str, user: str, option: str) -> str:
             "(LocalSystem on Windows: see the README)",
         )
     return secret
+
+
+def _keyring_hint(exc: Exception) -> str:
+    if type(exc).__name__ == "NoKeyringError" and "prtg_roundtrip_pyz" in sys.modules:
+        # Run from prtg-roundtrip.pyz, which holds no compiled code (README, "Single file").
+        return ("prtg-roundtrip.pyz carries no compiled code, so keyring has no backend here (on Linux the "
+                "Secret Service backend needs secretstorage and cryptography): use an env: or file: "
+                "reference, or install the package with pip instead of the .pyz")
+    return "See the README on keyring backends and the LocalSystem account"
 
 
 def device_credentials(kind: str, environ: Mapping[str, str], option: str) -> Tuple[str, str]:

@@ -403,7 +403,8 @@ int wmain(int argc, wchar_t **argv) {
   for (int i = 0; a && i < n; i++) put_hex("W32ARG", a[i]);
   for (int i = 0; names[i]; i++)
     put_hex("ENV", GetEnvironmentVariableW(names[i], value, 4096) ? value : L"unset");
-  const wchar_t *code = argc > 1 && wcscmp(argv[1], L"-c") == 0 ? L"ECHO_CHECK_EXIT" : L"ECHO_EXIT";
+  int check = argc > 1 && (wcscmp(argv[1], L"-c") == 0 || (argc > 2 && wcscmp(argv[2], L"-c") == 0));
+  const wchar_t *code = check ? L"ECHO_CHECK_EXIT" : L"ECHO_EXIT";
   return GetEnvironmentVariableW(code, value, 16) ? _wtoi(value) : 0;
 }
 """
@@ -625,6 +626,59 @@ def test_bat_search_order_under_wine(wine, exexml, tmp_path):
     assert "PRTG_ROUNDTRIP_PYTHON=C:\\no such\\python.exe (no such file" in text
 
 
+def test_bat_finds_prtgs_own_python_and_runs_the_pyz_under_wine(wine, exexml, tmp_path):
+    """PRTG's Python relative to Custom Sensors\\EXEXML, then the registry's PRTG folder, then
+    py -3, then python; each runs the installed package, else the .pyz beside the launcher."""
+    bat = exexml / "prtg-roundtrip.bat"
+    pyz = wine.windows_path(exexml / "prtg-roundtrip.pyz")
+
+    def chosen(env: Optional[Dict[str, str]] = None) -> str:
+        proc = wine.run_bat(bat, '--a "b c"', env)
+        assert proc.returncode == 0, proc
+        if proc.stdout.startswith(b"CMDLINE:"):
+            return echo_report(proc.stdout)["CMDLINE"][0]
+        return str(assert_document(proc.stdout, "prtg-xml").text)
+
+    no_package = {"ECHO_CHECK_EXIT": "1"}
+    # 3. PRTG's own Python, found from the launcher's folder: EXEXML\..\..\python\python.exe
+    own = _stand_in(wine, exexml.parent.parent / "python" / "python.exe")
+    assert chosen() == f'"{wine.windows_path(own)}" -m prtg_roundtrip --a "b c"'  # the installed package wins
+    text = chosen(no_package)
+    assert f"{wine.windows_path(own)} (prtg-roundtrip is not installed in it)" in text
+    assert "Put prtg-roundtrip.pyz next to this launcher" in text
+    (exexml / "prtg-roundtrip.pyz").write_bytes(b"")
+    assert chosen(no_package) == f'"{wine.windows_path(own)}" "{pyz}" --a "b c"'
+    own.unlink()
+
+    # ... then the PRTG folder that the registry names (value exepath, trailing backslash or not)
+    key = "HKLM\\SOFTWARE\\WOW6432Node\\Paessler\\PRTG Network Monitor"
+    registered = _stand_in(wine, tmp_path / "Elsewhere (x86)" / "PRTG" / "python" / "python.exe")
+    try:
+        folder = wine.windows_path(registered.parent.parent)
+        # The value as typed in quotes: a trailing backslash is written twice before the quote.
+        for quoted in (f'"{folder}"', f'"{folder}\\\\"'):
+            added = wine.run(f'reg.exe add "{key}" /v exepath /t REG_SZ /d {quoted} /f')
+            assert added.returncode == 0, added
+            stored = wine.run(f'reg.exe query "{key}" /v exepath').stdout.decode().strip()
+            assert stored.endswith(folder + ("\\" if quoted.endswith('\\"') else "")), stored
+            assert chosen(no_package) == f'"{wine.windows_path(registered)}" "{pyz}" --a "b c"'
+    finally:
+        wine.run(f'reg.exe delete "{key}" /f')
+
+    # 4. py.exe -3 on PATH, then python.exe on PATH
+    launcher = _stand_in(wine, tmp_path / "pydir" / "py.exe")
+    python = _stand_in(wine, tmp_path / "pythondir" / "python.exe")
+    both = {"WINEPATH": f"{wine.windows_path(launcher.parent)};{wine.windows_path(python.parent)}"}
+    assert chosen(both) == f'"{wine.windows_path(launcher)}" -3 -m prtg_roundtrip --a "b c"'
+    assert chosen({**both, **no_package}) == f'"{wine.windows_path(launcher)}" -3 "{pyz}" --a "b c"'
+    only_python = {"WINEPATH": wine.windows_path(python.parent)}
+    assert chosen({**only_python, **no_package}) == f'"{wine.windows_path(python)}" "{pyz}" --a "b c"'
+    (exexml / "prtg-roundtrip.pyz").unlink()
+    text = chosen({**both, **no_package})
+    assert f"{wine.windows_path(launcher)} (prtg-roundtrip is not installed in it)" in text
+    assert f"{wine.windows_path(python)} (prtg-roundtrip is not installed in it)" in text
+
+
 @pytest.mark.parametrize(("params", "fmt"), [
     ("", "script-v2"),
     ('--imap-host "a & b"', "prtg-xml"),
@@ -639,7 +693,8 @@ def test_bat_without_python_prints_an_error_document_under_wine(wine, exexml, pa
     doc = assert_document(proc.stdout, fmt)
     assert doc.text.startswith("prtg-roundtrip launcher: no Python found (looked in: ")
     for place in (".venv\\Scripts\\python.exe", "prtg-roundtrip-venv\\Scripts\\python.exe",
-                  "prtg-roundtrip.exe on PATH", "PRTG Network Monitor\\python\\python.exe", "python.exe on PATH"):
+                  "prtg-roundtrip.exe on PATH", "PRTG Network Monitor\\python\\python.exe", "py.exe on PATH",
+                  "python.exe on PATH"):
         assert place in doc.text
     assert wine.windows_path(exexml) in doc.text
 

@@ -55,8 +55,14 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+def latest_patch(version: str) -> str:
+    """A patch release above any excluded one: "3.9" alone means 3.9.0 to pip, which some pinned
+    wheels exclude (cryptography: Requires-Python !=3.9.0,!=3.9.1)."""
+    return version + ".99"
+
+
 def marker_environment(platform: str, version: str) -> Dict[str, str]:
-    full = version + ".0"
+    full = latest_patch(version)
     common = {
         "implementation_name": "cpython",
         "implementation_version": full,
@@ -72,7 +78,7 @@ def marker_environment(platform: str, version: str) -> Dict[str, str]:
 
 
 def target_options(platform: str, version: str) -> List[str]:
-    options = ["--only-binary=:all:", "--implementation", "cp", "--python-version", version]
+    options = ["--only-binary=:all:", "--implementation", "cp", "--python-version", latest_patch(version)]
     for tag in PLATFORM_TAGS[platform]:
         options += ["--platform", tag]
     return options
