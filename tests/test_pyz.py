@@ -115,6 +115,19 @@ def test_pyz_round_trip_in_every_format(stack, pyz, which, isolated, fmt):
         assert set(doc.channel_names) >= {"Total", "Response Time (SMTP)", "Response Time (IMAP)"}
 
 
+@pytest.mark.parametrize("fmt", ["prtg-xml", "script-v2"])
+def test_pyz_round_trip_from_the_archive_itself(stack, pyz, fmt):
+    """No cache: modules and templates come out of the zip (jinja2's PackageLoader reads it)."""
+    args = with_options(base_args(stack), format=fmt)
+    env = clean_env(PRTG_RT_PYZ_CACHE="off")
+    command = [PYTHONS["oldest"], "-I", str(pyz)]
+    if fmt == "script-v2":
+        doc = run_pyz(command, [], fmt, stdin=(shlex.join(args) + "\n").encode(), env=env)
+    else:
+        doc = run_pyz(command, args, fmt, env=env)
+    assert not doc.error, doc.text
+
+
 def _import_note(proc: subprocess.CompletedProcess) -> str:
     note = "prtg-roundtrip.pyz: importing from "
     lines = [line for line in proc.stderr.decode().splitlines() if line.startswith(note)]
