@@ -90,46 +90,6 @@ def _safe(state: str, folders: List[str]) -> bool:
     return all(_private(folder) for folder in [state, *folders])
 
 
-def _make(folder: str) -> None:
-    """Create `folder` and its missing parents, 0700 (state.py's _make_folder)."""
-    missing = []
-    current = folder
-    while not os.path.lexists(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass  # made meanwhile: checked like any other
-
-
-def _unpack(archive: str, root: str, target: str) -> None:
-    """Unpack and compile the archive into a fresh folder in `root`, then rename it to `target`."""
-    import compileall
-    import py_compile
-    import shutil
-    import zipfile
-
-    temporary = os.path.join(root, f".{os.path.basename(target)}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
-    os.mkdir(temporary, 0o700)  # exclusive: never an existing folder or link
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(temporary, [name for name in zf.namelist() if name != "__main__.py"])
-        compileall.compile_dir(temporary, quiet=2, workers=1,
-                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-        try:
-            os.rename(temporary, target)
-        except OSError:
-            if not os.path.isdir(target):  # else another run was faster: use its folder
-                raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-
-
 def cache_folder(archive: str, environ: Mapping[str, str] = os.environ) -> Optional[str]:
     """The checked cache folder holding `archive` unpacked and compiled for this Python (made
     on first use), or None when no safe one can be had."""
@@ -143,12 +103,14 @@ def cache_folder(archive: str, environ: Mapping[str, str] = os.environ) -> Optio
     try:
         if os.path.isdir(target):
             return target if _safe(state, [root, target]) else None
-        _make(root)
+        import prtg_roundtrip_pyz_unpack as unpack  # the first run only
+
+        unpack.make_folder(root)
         if not _safe(state, [root]):
             return None
-        _unpack(archive, root, target)
+        unpack.unpack(archive, root, target)
         return target if _safe(state, [root, target]) else None
-    except (OSError, ValueError, ImportError):  # no cache (read-only, full, a bad zip): run from the archive
+    except Exception:  # noqa: BLE001 - no cache (read-only, full, anything): run from the archive, same result
         return None
 
 
