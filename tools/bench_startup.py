@@ -4,7 +4,9 @@
     python3 tools/bench_startup.py [--runs 21] [--python PYTHON] [--pyz dist/prtg-roundtrip.pyz]
 
 Every figure is the median (min and max beside it) of --runs wall times of one process, from
-just before it is started to its exit, runs of the variants interleaved. Cases:
+just before it is started to its exit, runs of the variants interleaved; beside it the median
+CPU time (user + system) of the same runs, which other load on the machine disturbs far less.
+Cases:
 
     help      prtg-roundtrip --help
     refused   a parameter the sensor refuses before any connection (an unknown option)
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -79,13 +82,18 @@ def _version(python: str) -> str:
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def timed(command: Sequence[str], env: Dict[str, str]) -> float:
+def timed(command: Sequence[str], env: Dict[str, str]) -> Tuple[float, float]:
+    """(wall time, CPU time = user + system) of one process, in ms. CPU time is what the process
+    itself spent: much less disturbed by other load on the machine than wall time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(command, env=env, cwd="/", capture_output=True, stdin=subprocess.DEVNULL, check=False)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if not proc.stdout.strip():
         raise SystemExit(f"bench_startup: no output from {' '.join(command)}: {proc.stderr.decode()[-800:]}")
-    return elapsed * 1000
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed * 1000, cpu * 1000
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -131,18 +139,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "--format", "prtg-json",
             ]
         version = "Python " + _version(args.python)
-        print(f"{version} ({args.python}); {args.runs} runs each; wall time of one process in ms: "
-              "median (min-max)")
-        print(f"{'case':<9} " + " ".join(f"{name:>22}" for name in variants))
+        print(f"{version} ({args.python}); {args.runs} runs each, in ms: median (min-max) of the wall time "
+              "of one process, then the median of its CPU time (user + system)")
+        print(f"{'case':<9} " + " ".join(f"{name:>30}" for name in variants))
         for case in wanted:
             for command, variant_env in variants.values():  # warm: caches, page cache, the .pyz's unpacking
                 timed([*command, *cases[case]], variant_env)
-            times: Dict[str, List[float]] = {name: [] for name in variants}
+            wall: Dict[str, List[float]] = {name: [] for name in variants}
+            cpu: Dict[str, List[float]] = {name: [] for name in variants}
             for _ in range(args.runs):
                 for name, (command, variant_env) in variants.items():
-                    times[name].append(timed([*command, *cases[case]], variant_env))
-            cells = [f"{statistics.median(t):7.1f} ({min(t):5.1f}-{max(t):5.1f})" for t in times.values()]
-            print(f"{case:<9} " + " ".join(f"{cell:>22}" for cell in cells))
+                    w, c = timed([*command, *cases[case]], variant_env)
+                    wall[name].append(w)
+                    cpu[name].append(c)
+            cells = [f"{statistics.median(w):6.1f} ({min(w):5.1f}-{max(w):6.1f}) cpu {statistics.median(c):5.1f}"
+                     for w, c in zip(wall.values(), cpu.values())]
+            print(f"{case:<9} " + " ".join(f"{cell:>30}" for cell in cells))
     finally:
         if stack is not None:
             stack.stop()
