@@ -27,6 +27,7 @@ from .auth import BearerLogin, Login, PasswordAuth
 from .deadline import Deadline, now
 from .errors import ImapError
 from .settings import ImapSettings, TlsSettings
+from .sockets import Coalescer
 from .tls import (
     IMAP_LEG,
     Connector,
@@ -87,6 +88,13 @@ class _Client(IMAPClient):
                 sock = super()._create_socket(timeout)
                 session.socket_opened(sock)
                 return sock
+
+            def send(self, data: bytes) -> None:
+                # one write per command line: IMAPClient writes a command in pieces (sockets.py)
+                coalescer = self.__dict__.get("_coalescer")
+                if coalescer is None:
+                    coalescer = self._coalescer = Coalescer(super().send)
+                coalescer.send(data)
 
             def _get_capabilities(self) -> None:
                 session.phase = "CAPABILITY"
