@@ -108,7 +108,8 @@ def test_system_trust_store_as_a_hashed_directory_or_a_named_file(stack, mailbox
         shutil.copy(stack["ca_file"], hashed / "stack-ca.pem")
         subprocess.run(["openssl", "rehash", str(hashed)], check=True, capture_output=True)
         env = {"SSL_CERT_DIR": str(hashed), "SSL_CERT_FILE": ""}
-    else:  # the (empty) directory must not stand in for a file it does not mirror
+    else:  # a hashed directory without this CA must not stand in for the file that has it
+        (hashed / "00000000.0").write_text("")
         env = {"SSL_CERT_DIR": str(hashed), "SSL_CERT_FILE": str(ca_copy)}
     args = with_options(_without_ca_file(base_args(stack, smtp="smtps", imap="imaps")), smtp_tls="tls", imap_tls="tls")
     run = run_sensor(args, env=env)
