@@ -373,13 +373,13 @@ _emitting = False  # the main thread is writing it (a signal handler then leaves
 _format = OutputFormat.PRTG_XML  # the format known so far, for a signal's document
 
 
-def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> None:
+def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]], cache_folder: Optional[str] = None) -> None:
     global _emitted, _emitting
     from .render import render
 
     _emitting = True
     # UTF-8 without BOM, whatever the code page; render() keeps only characters XML allows.
-    document = render(report, fmt).encode("utf-8", "replace")
+    document = render(report, fmt, cache_folder).encode("utf-8", "replace")
     out = stdout if stdout is not None else sys.stdout.buffer
     with _OUTPUT_LOCK:
         if _emitted and stdout is None:
@@ -555,6 +555,9 @@ def main(
         _format = fmt
         if process:
             _last_resort(settings.timeout, fmt, stdout)
+        from .startup import prepare_imports
+
+        prepare_imports()
         from .roundtrip import run_round_trip
 
         note_step("the round trip")  # the protocol steps say more precisely where they are
@@ -583,10 +586,20 @@ def main(
     if settings is not None and settings.output.store_result:
         note_step("writing result files")
         report = _store_result(report, fmt, settings, values, checked, transcript, secrets)
-    _emit(report, fmt, stdout)
+    _emit(report, fmt, stdout, _cache_folder(raw_environ) if settings is not None else None)
     if fmt.for_prtg:
         return 0
     return 1 if report.error else 0
+
+
+def _cache_folder(environ: Mapping[str, str]) -> Optional[str]:
+    """The private state folder, for compiled templates; None where it cannot be used."""
+    from .state import private_folder
+
+    try:
+        return private_folder(environ)
+    except (OSError, RoundTripError):
+        return None
 
 
 def _store_result(
