@@ -23,6 +23,8 @@ from .tls import Security
 
 @dataclass(frozen=True)
 class Measurement:
+    """What both legs observed, ready to be judged and worded."""
+
     send: SendResult
     receive: ReceiveResult
     search: str  # "server search" or "local search"

@@ -85,6 +85,8 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class SmtpSettings:
+    """Step 1, sending: the SMTP server and how to reach and log in to it."""
+
     host: str
     port: int
     timeout: float
@@ -99,6 +101,8 @@ class SmtpSettings:
 
 @dataclass(frozen=True)
 class ImapSettings:
+    """Step 2, waiting: the IMAP server, the mailbox and how to watch it."""
+
     host: str
     port: int
     timeout: float
@@ -117,6 +121,8 @@ class ImapSettings:
 
 @dataclass(frozen=True)
 class MailSettings:
+    """The probe mail: envelope and header addresses, and subject text."""
+
     sender: str
     recipient: str
     subject_text: str = ""
@@ -124,6 +130,8 @@ class MailSettings:
 
 @dataclass(frozen=True)
 class OutputSettings:
+    """What is printed and where: format, channel set, limits, result files."""
+
     format: OutputFormat = OutputFormat.PRTG_XML
     channels: ChannelSet = ChannelSet.STANDARD
     verbose: bool = False
@@ -135,6 +143,8 @@ class OutputSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """One run, validated: everything the steps after cli.py read."""
+
     smtp: SmtpSettings
     imap: ImapSettings
     mail: MailSettings
