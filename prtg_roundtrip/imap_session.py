@@ -11,6 +11,7 @@ ASCII (RFC 3501 astring); an OAuth2 token as XOAUTH2 or OAUTHBEARER, and never w
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import re
@@ -284,7 +285,11 @@ class ImapSession(Connector):
         self._handler.muted = True
         if client.has_capability("AUTH=PLAIN"):
             self.transcript.add("IMAP", ">", f"AUTHENTICATE PLAIN {MASK}")
-            client.plain_login(login.user, login.password)
+            if client.has_capability("SASL-IR"):  # RFC 4959: the response goes with the command
+                response = base64.b64encode(sasl.plain(login.user, login.password))
+                self._one_line_login(client, b"AUTHENTICATE", [b"PLAIN", response])
+            else:
+                client.plain_login(login.user, login.password)
             return
         if client.has_capability("LOGINDISABLED"):
             raise self.fail(
@@ -292,8 +297,13 @@ class ImapSession(Connector):
                 "Choose a TLS mode for IMAP (--imap-tls starttls or tls)",
             )
         self.transcript.add("IMAP", ">", f"LOGIN {MASK}")
+        self._one_line_login(client, b"LOGIN", [astring(login.user), astring(login.password)])
+
+    @staticmethod
+    def _one_line_login(client: IMAPClient, command: bytes, args: List[bytes]) -> None:
+        """A login that is one command and its tagged answer (one round trip)."""
         try:
-            typ, data = client._raw_command(b"LOGIN", [astring(login.user), astring(login.password)], uid=False)
+            typ, data = client._raw_command(command, args, uid=False)
         except IMAPClientAbortError:
             raise
         except IMAPClientError as exc:
