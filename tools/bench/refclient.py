@@ -85,9 +85,13 @@ def message(size: int, sender: str, recipient: str) -> bytes:
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
     ).encode("ascii")
     body = b""
-    while len(head) + len(body) + 2 <= size:
-        line = b"x" * min(76, size - len(head) - len(body) - 2)
-        body += line + b"\r\n"
+    remaining = size - len(head)
+    while remaining >= 2:
+        take = min(78, remaining)  # a line of at most 76 characters and its CRLF
+        if remaining - take == 1:  # never leave a single byte: it could not end with CRLF
+            take -= 1
+        body += b"x" * (take - 2) + b"\r\n"
+        remaining -= take
     return head + body
 
 
