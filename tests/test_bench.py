@@ -4,7 +4,9 @@ bench prints figures, this only checks how it reads and judges them."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench import figures, parsers, refclient, sensor  # noqa: E402 - tools/ on the path first
+from bench import figures, parsers, procs, refclient, sensor, stack  # noqa: E402 - tools/ on the path first
 
 TRANSCRIPT = """\
       0.1 ms RUN * clock origin 9623.650244 s (time.perf_counter)
@@ -202,6 +204,23 @@ def test_plain_imap_reference_keeps_imaplib_writes() -> None:
     for piece in (b"AHVzZXIAcHc=", b"\r\n"):
         client.send(piece)
     assert client.sock.writes == [b"AHVzZXIAcHc=", b"\r\n"]  # type: ignore[attr-defined]
+
+
+def test_spawner_reports_cpu_and_peak_rss() -> None:
+    proc = procs.run_processes([[sys.executable, "-c", "print('hi')"]], dict(os.environ), spawner=sys.executable)[0]
+    assert (proc.returncode, proc.stdout, proc.killed) == (0, "hi\n", False)
+    assert proc.cpu_ms is not None and proc.cpu_ms >= 0  # ru_utime + ru_stime, written down by the spawner
+    assert proc.maxrss_kib > 0 and proc.rss_floor_kib > 0
+    assert proc.ended >= proc.started
+
+
+def test_sensor_environment_allows_bytecode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("prtg_host", "from PRTG")
+    args = argparse.Namespace(python=sys.executable, runs=1)
+    bench = stack.Bench(args, {"host": "127.0.0.1"}, figures.Results())
+    assert "PYTHONDONTWRITEBYTECODE" not in bench.env and "prtg_host" not in bench.env
+    assert bench.env["PATH"] == os.environ["PATH"]
 
 
 def test_help() -> None:
