@@ -15,7 +15,7 @@ import logging
 import random
 import re
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from imapclient import IMAPClient
 from imapclient import tls as imapclient_tls
@@ -113,6 +113,8 @@ class ImapSession(Connector):
         self.logged_in_at = 0.0
         self.cleartext: List[str] = []  # "the IMAP password was sent without TLS", once sent
         self.mechanism = ""  # the SASL mechanism of an OAuth2 login
+        self.auth_method = ""  # how the login went: "PLAIN", "LOGIN", or the OAuth2 mechanism
+        self.login_capabilities: Tuple[bytes, ...] = ()  # what the server announced before the login (AUTH=...)
         self.challenge = ""  # the server's OAuth2 error challenge, in words
         self._handler = _TranscriptHandler(transcript)
         self._logger = logging.getLogger("imapclient")
@@ -253,6 +255,7 @@ class ImapSession(Connector):
         assert client is not None
         self.phase = "LOGIN"
         self.arm_timeout()
+        self.login_capabilities = tuple(client.capabilities())
         try:
             if isinstance(login, BearerLogin):
                 self._bearer(client, login)
@@ -276,6 +279,7 @@ class ImapSession(Connector):
         self._handler.muted = True
         if client.has_capability("AUTH=PLAIN"):
             self.transcript.add("IMAP", ">", f"AUTHENTICATE PLAIN {MASK}")
+            self.auth_method = "PLAIN"
             client.plain_login(login.user, login.password)
             return
         if client.has_capability("LOGINDISABLED"):
@@ -284,6 +288,7 @@ class ImapSession(Connector):
                 "Choose a TLS mode for IMAP (--imap-tls starttls or tls)",
             )
         self.transcript.add("IMAP", ">", f"LOGIN {MASK}")
+        self.auth_method = "LOGIN"
         try:
             typ, data = client._raw_command(b"LOGIN", [astring(login.user), astring(login.password)], uid=False)
         except IMAPClientAbortError:
@@ -318,7 +323,7 @@ class ImapSession(Connector):
 
         self._handler.muted = True
         self.transcript.add("IMAP", ">", f"AUTHENTICATE {mechanism.value.upper()} {MASK}")
-        self.mechanism = mechanism.value.upper()
+        self.mechanism = self.auth_method = mechanism.value.upper()
         client.sasl_login(mechanism.value.upper(), respond)
 
     def _refusal(self, client: IMAPClient, login: Login, text: str) -> ImapError:

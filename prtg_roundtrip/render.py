@@ -17,6 +17,8 @@ _FILES = {
     OutputFormat.PRTG_JSON: "prtg.json.j2",
     OutputFormat.SCRIPT_V2: "script_v2.json.j2",
     OutputFormat.TEXT: "text.txt.j2",
+    OutputFormat.NAGIOS: "nagios.txt.j2",
+    OutputFormat.OPENMETRICS: "openmetrics.txt.j2",
 }
 
 
@@ -32,8 +34,10 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render(report: Report, fmt: OutputFormat) -> str:
+def render(report: Report, fmt: OutputFormat, colour: bool = False) -> str:
     # The text is the one free-form part: cleaned once more here, so that no character XML
     # forbids (or a lone surrogate) reaches any document, whoever built the report.
     report = replace(report, text=clean_text(report.text))
-    return _environment().get_template(_FILES[fmt]).render(report=report)
+    from .monitors import view  # what the other monitors' and people's formats need besides the report
+
+    return _environment().get_template(_FILES[fmt]).render(report=report, **view(report, fmt, colour))

@@ -47,6 +47,7 @@ class SendResult:
     accepted_at: float  # 250 after DATA: the server took responsibility for the mail
     security: Security
     reply: str  # the server's answer to DATA, e.g. "2.0.0 Ok: queued as 4Xyz"
+    auth: str = "none"  # how the sensor logged in: "none", "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"
 
 
 class _SMTP(smtplib.SMTP):
@@ -99,6 +100,7 @@ class _Session(Connector):
         self.connected_at = 0.0
         self.tls_started_at: Optional[float] = None
         self.tls_done_at: Optional[float] = None
+        self.auth_method = "none"  # the mechanism of a login that was attempted
 
     # -- failures -------------------------------------------------------------------------
     def fail(self, cause: str, hint: str, token_refused: bool = False) -> SmtpError:
@@ -232,6 +234,7 @@ class _Session(Connector):
     def _password(self, login: PasswordAuth, offered: List[str]) -> None:
         assert self.conn is not None
         if "PLAIN" in offered or "LOGIN" not in offered:
+            self.auth_method = "PLAIN"
             code, msg = self.conn.docmd("AUTH", "PLAIN " + _b64(sasl.plain(login.user, login.password)))
             if code == 334:  # a challenge although the response went with the command: not SMTP AUTH
                 self.conn.docmd("*")  # RFC 4954: cancel the exchange
@@ -240,6 +243,7 @@ class _Session(Connector):
                     "Check that the port belongs to an SMTP server that implements AUTH (RFC 4954)",
                 )
         else:
+            self.auth_method = "LOGIN"
             code, msg = self.conn.docmd("AUTH", "LOGIN")
             for answer in (login.user, login.password):
                 if code != 334:
@@ -264,7 +268,7 @@ class _Session(Connector):
                 "Enable XOAUTH2 or OAUTHBEARER on the server (Microsoft 365: SMTP AUTH for the mailbox), "
                 "or choose another --oauth2-mechanism",
             )
-        name = mechanism.value.upper()
+        name = self.auth_method = mechanism.value.upper()
         response = sasl.initial_response(mechanism, login.user, login.token, self.settings.host, self.settings.port)
         code, msg = self.conn.docmd("AUTH", f"{name} {_b64(response)}")
         challenge = ""
@@ -379,6 +383,7 @@ def send_probe(
         accepted_at=accepted,
         security=security,
         reply=reply,
+        auth=session.auth_method,
     )
 
 
