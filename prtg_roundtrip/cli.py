@@ -247,6 +247,48 @@ def _sniff_format(argv: Sequence[str], default: OutputFormat) -> OutputFormat:
     return default
 
 
+def _default_format(argv: Sequence[str], stdout_is_tty: bool) -> OutputFormat:
+    """The format when --format is not given: the readable text for a person at a terminal;
+    under PRTG (no terminal) PRTG's XML, or Script v2 when the options come on stdin."""
+    if stdout_is_tty:
+        return OutputFormat.TEXT
+    return OutputFormat.PRTG_XML if argv else OutputFormat.SCRIPT_V2
+
+
+def _is_tty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+USAGE = """\
+prtg-roundtrip {version}: sends a marked mail by SMTP, waits for it in an IMAP mailbox, deletes it,
+and reports how long each leg took.
+
+usage: prtg-roundtrip [--smtp-host HOST] --imap-host HOST --imap-user USER --imap-password PW
+                      --from ADDRESS --to ADDRESS [options]
+       prtg-roundtrip check [the same options]   connect and log in on both legs, send nothing
+       prtg-roundtrip --help                     every option
+
+example:
+  prtg-roundtrip --smtp-host mail.example.com --smtp-port 587 --smtp-tls starttls \\
+      --smtp-auth password --smtp-user monitor@example.com --smtp-password env:SMTP_PASSWORD \\
+      --imap-host mail.example.com --imap-tls tls --imap-user monitor@example.com \\
+      --imap-password env:IMAP_PASSWORD --from monitor@example.com --to monitor@example.com
+
+At a terminal the result is readable text; monitors choose --format prtg-xml, prtg-json,
+script-v2, nagios or openmetrics.
+"""
+
+
+def _usage(stdout: Optional[IO[bytes]]) -> int:
+    out = stdout if stdout is not None else sys.stdout.buffer
+    out.write(USAGE.format(version=__version__).encode("utf-8"))
+    out.flush()
+    return 0
+
+
 STDIN_WAIT_SECONDS = 5.0  # for the first byte of the parameters on stdin
 STDIN_IDLE_SECONDS = 0.5  # a line that never gets its newline is taken after this much silence
 
@@ -574,9 +616,16 @@ def main(
         from .credentials import main as credentials_main
 
         return credentials_main(argv[1:])
+    out_stream = stdout if stdout is not None else sys.stdout
+    if not argv and _is_tty(out_stream) and _is_tty(stdin if stdin is not None else sys.stdin):
+        return _usage(stdout)  # a person typed the bare command: say how to use it
     from .secrets import environment_secrets, registered
 
-    default = fmt = _format = OutputFormat.PRTG_XML if argv else OutputFormat.SCRIPT_V2
+    default = fmt = _format = _default_format(argv, _is_tty(out_stream))
+    global _colour
+    from .monitors import use_colour
+
+    _colour = use_colour(out_stream, raw_environ)  # used by the text format only
     if process:
         _install_stop_handlers()
     secrets: Tuple[str, ...] = environment_secrets(raw_environ)

@@ -357,3 +357,88 @@ def test_output_refuses_a_symlink(stack: Dict[str, Any], mailbox: Any, tmp_path:
     assert (out.state, result.returncode) == ("UNKNOWN", 3), result
     assert f"{link} is a symbolic link" in out.text
     assert sorted(os.listdir(tmp_path)) == ["roundtrip.prom", "victim"]
+
+
+# -- the console ---------------------------------------------------------------------------------
+
+
+def run_at_terminal(args: List[str], env: Optional[Dict[str, str]] = None) -> Run:
+    """Run the sensor with stdin and stdout on a pseudo-terminal, as a person at a console."""
+    import pty
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("prtg_") and k not in ("NO_COLOR", "TERM")}
+    full_env.update(env or {})
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "prtg_roundtrip", *args], stdin=slave, stdout=slave,
+                            stderr=subprocess.PIPE, env=full_env, cwd=str(ROOT))
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.stderr is not None
+    stderr = proc.stderr.read().decode("utf-8", "replace")
+    proc.wait(timeout=60)
+    return Run(proc.returncode, b"".join(chunks).decode("utf-8").replace("\r\n", "\n"), stderr)
+
+
+def test_the_bare_command_at_a_terminal_says_how_to_use_it() -> None:
+    result = run_at_terminal([], {"TERM": "xterm"})
+    assert result.returncode == 0, result
+    assert result.stdout.startswith("prtg-roundtrip ")
+    assert "usage: prtg-roundtrip" in result.stdout and "example:" in result.stdout
+    assert "prtg-roundtrip check" in result.stdout
+    assert "Script v2" not in result.stdout and "error" not in result.stdout.lower()
+
+
+def test_without_a_terminal_nothing_changes(stack: Dict[str, Any]) -> None:
+    bare = run([])  # PRTG's Script v2 with an empty stdin: its error document, as before
+    assert check_output.check(bare.stdout, "script-v2") == [] and check_output.parse(bare.stdout, "script-v2").error
+    refused = run(["--imap-port", "99999"])
+    assert check_output.check(refused.stdout, "prtg-xml") == [], refused.stdout
+    assert refused.returncode == 0
+
+
+def test_a_terminal_gets_the_readable_result_in_colour(stack: Dict[str, Any], mailbox: Any) -> None:
+    result = run_at_terminal(tls_args(stack), {"TERM": "xterm-256color"})
+    assert result.returncode == 0, result
+    assert result.stdout.startswith("\x1b[32m\x1b[1mOK\x1b[0m  Round trip "), result.stdout
+    plain = re.sub("\x1b\\[[0-9;]*m", "", result.stdout)
+    for heading in ("\nSMTP\n", "\nIMAP\n"):
+        assert heading in plain
+    smtp, imap = plain.split("\nSMTP\n", 1)[1].split("\nIMAP\n", 1)
+    assert re.search(rf"server +127\.0\.0\.1:{stack['ports']['submission']['port']}\n", smtp)
+    assert re.search(r"security +TLSv1\.[23] \(STARTTLS\), \S+", smtp)
+    assert re.search(r"certificate +localhost, expires in \d+ days", smtp)  # the stack's certificate
+    assert re.search(r"login +PLAIN\n", smtp)
+    assert re.search(r"steps +connect [\d.]+ ms, STARTTLS [\d.]+ ms, login [\d.]+ ms, submit [\d.]+ ms", smtp)
+    assert re.search(rf"server +127\.0\.0\.1:{stack['ports']['imaps']['port']}\n", imap)
+    assert re.search(r"security +TLSv1\.[23] \(implicit TLS\), \S+", imap)
+    assert re.search(r"certificate +localhost, expires in \d+ days", imap)
+    assert re.search(r"login +PLAIN\n", imap)
+    assert re.search(r"steps +connect and login \(before the send\) [\d.]+ ms, delivery \(", imap)
+
+
+@pytest.mark.parametrize("env", [{"TERM": "xterm", "NO_COLOR": "1"}, {"TERM": "dumb"}])
+def test_no_colour_where_the_terminal_does_not_want_it(env: Dict[str, str]) -> None:
+    result = run_at_terminal(["--imap-port", "99999"], env)
+    assert result.returncode == 1, result
+    assert result.stdout.startswith("ERROR  Parameters: argument --imap-port"), result.stdout
+    assert "\x1b" not in result.stdout
+    assert re.search(r"\n  try +Run prtg-roundtrip --help", result.stdout)
+
+
+def test_a_failure_at_a_terminal_names_step_server_words_and_what_to_try(stack: Dict[str, Any]) -> None:
+    result = run_at_terminal(with_options(tls_args(stack), imap_password="wrong"), {"TERM": "xterm"})
+    plain = re.sub("\x1b\\[[0-9;]*m", "", result.stdout)
+    assert plain.startswith("ERROR  IMAP receive"), plain
+    assert re.search(r"failed step +IMAP receive\n", plain)
+    assert re.search(rf"server +127\.0\.0\.1:{stack['ports']['imaps']['port']}\n", plain)
+    assert re.search(r"cause +login rejected \(\[AUTHENTICATIONFAILED\] Authentication failed\)\n", plain)
+    assert re.search(r"try +Check --imap-user and --imap-password", plain)
