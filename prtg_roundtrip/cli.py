@@ -616,6 +616,9 @@ def main(
         from .credentials import main as credentials_main
 
         return credentials_main(argv[1:])
+    preflight = argv[:1] == ["check"]  # prtg-roundtrip check ARGS: connect and log in, send nothing
+    if preflight:
+        argv = argv[1:]
     out_stream = stdout if stdout is not None else sys.stdout
     if not argv and _is_tty(out_stream) and _is_tty(stdin if stdin is not None else sys.stdin):
         return _usage(stdout)  # a person typed the bare command: say how to use it
@@ -647,14 +650,17 @@ def main(
         _output_file = settings.output.output_file
         if process:
             _last_resort(settings.timeout, fmt, stdout)
-        from .roundtrip import run_round_trip
+        if preflight:
+            from .preflight import run_preflight as measure
+        else:
+            from .roundtrip import run_round_trip as measure
 
-        note_step("the round trip")  # the protocol steps say more precisely where they are
+        note_step("the preflight" if preflight else "the round trip")  # the protocol steps say more precisely
         console = not verbose and sys.stderr.isatty()
         transcript = Transcript(
             usable_secrets(secrets), echo=sys.stderr if verbose else None, progress=sys.stderr if console else None
         )
-        report = run_round_trip(settings, transcript, checked)
+        report = measure(settings, transcript, checked)
     except ParameterError as exc:
         report = _parameter_failure(exc, secrets)
     except RoundTripError as exc:

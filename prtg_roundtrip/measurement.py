@@ -61,6 +61,7 @@ CHANNEL_IDS = {
     "IMAP Checks": 25,
     "IMAP Push Used": 26,
     "Token": 27,
+    "SMTP Connect and Login": 28,  # prtg-roundtrip check: connect start -> AUTH accepted (or EHLO answered)
 }
 
 
@@ -149,13 +150,13 @@ def limit_state(total_ms: float, output: OutputSettings) -> str:
 
 
 def leg_detail(leg: str, server: str, security: Security, auth: str,
-               steps: Tuple[Tuple[str, float], ...], capabilities: Tuple[str, ...] = ()) -> LegDetail:
+               steps: Tuple[Tuple[str, float], ...], offers: Tuple[Tuple[str, str], ...] = ()) -> LegDetail:
     """One leg's details for the readable formats, from what the leg observed."""
     return LegDetail(
         leg=leg, server=server, security=str(security), cipher=security.cipher,
         certificate_subject=security.certificate_subject, certificate_days=security.certificate_days,
         certificate_expires=security.certificate_expires, auth=auth or "none", steps=steps,
-        capabilities=capabilities,
+        offers=offers,
     )
 
 

@@ -115,8 +115,8 @@ def leg_lines(leg: LegDetail) -> List[Tuple[str, str]]:
     lines.append(("login", leg.auth))
     if leg.steps:
         lines.append(("steps", ", ".join(f"{name} {ms:.1f} ms" for name, ms in leg.steps)))
-    if leg.capabilities:
-        lines.append(("offers", " ".join(leg.capabilities)))
+    if leg.offers:
+        lines.append(("offers", ", ".join(f"{name} {value}" for name, value in leg.offers)))
     return lines
 
 
@@ -248,6 +248,12 @@ def openmetrics_families(report: Report) -> List[Family]:
     for name, samples in counts.items():
         family, text = _COUNTS[name]
         families.append(Family(family, "gauge", text, samples=tuple(samples)))
+    offered = [(_labels([("leg", leg.leg), ("capability", name), *target]), "1" if value == "yes" else "0")
+               for leg in report.legs for name, value in leg.offers if value in ("yes", "no")]
+    if offered:
+        families.append(Family("roundtrip_capability", "gauge",
+                               "1 when the server offers a capability the sensor uses (prtg-roundtrip check).",
+                               samples=tuple(offered)))
     expiry = [(_labels([("leg", leg.leg), *target]), _om_number(leg.certificate_expires))
               for leg in report.legs if leg.certificate_expires is not None]
     if expiry:

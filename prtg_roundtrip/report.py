@@ -74,7 +74,7 @@ class LegDetail:
     certificate_expires: Optional[float] = None  # Unix time
     auth: str = ""  # "none", "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"
     steps: Tuple[Tuple[str, float], ...] = ()  # (what, milliseconds), in order
-    capabilities: Tuple[str, ...] = ()  # (check) what the server offers that matters to the sensor
+    offers: Tuple[Tuple[str, str], ...] = ()  # (check) what matters to the sensor: ("IDLE", "yes"), ("AUTH", "PLAIN")
 
     def cleaned(self, clean: Callable[[str], str]) -> LegDetail:
         def opt(value: Optional[str]) -> Optional[str]:
@@ -84,7 +84,7 @@ class LegDetail:
             self, server=clean(self.server), security=clean(self.security), cipher=opt(self.cipher),
             certificate_subject=opt(self.certificate_subject), auth=clean(self.auth),
             steps=tuple((clean(name), ms) for name, ms in self.steps),
-            capabilities=tuple(clean(c) for c in self.capabilities),
+            offers=tuple((clean(name), clean(value)) for name, value in self.offers),
         )
 
 

@@ -101,6 +101,8 @@ class _Session(Connector):
         self.tls_started_at: Optional[float] = None
         self.tls_done_at: Optional[float] = None
         self.auth_method = "none"  # the mechanism of a login that was attempted
+        self.auth_started_at: Optional[float] = None  # AUTH sent
+        self.authenticated_at: Optional[float] = None  # AUTH accepted
 
     # -- failures -------------------------------------------------------------------------
     def fail(self, cause: str, hint: str, token_refused: bool = False) -> SmtpError:
@@ -192,6 +194,22 @@ class _Session(Connector):
         return self.conn.sock if self.conn is not None else None
 
     # -- phases ---------------------------------------------------------------------------
+    def open(self, login: Login, cleartext: Optional[List[str]] = None) -> Security:
+        """Connect under the TLS policy, greet, and log in as `login` asks: ready for MAIL FROM.
+        Socket and smtplib errors pass through (the caller turns them into network_failure).
+        `cleartext`, if given, collects a note when a password goes out without TLS."""
+        security = secure(self, self.settings.tls, self.transcript, self.fail)
+        self.hello()
+        if not isinstance(login, NoAuth):
+            if isinstance(login, PasswordAuth) and not security.encrypted:
+                self.transcript.note("SMTP", "WARNING: sending the password without TLS")
+                if cleartext is not None:
+                    cleartext.append("the SMTP password was sent without TLS")
+            self.auth_started_at = now()
+            self.authenticate(login, security)
+            self.authenticated_at = now()
+        return security
+
     def hello(self) -> None:
         """EHLO (HELO where EHLO is refused), once per connection and after STARTTLS."""
         assert self.conn is not None
@@ -353,17 +371,7 @@ def send_probe(
     session = _Session(settings, tls, deadline, transcript)
     started = now()
     try:
-        security = secure(session, settings.tls, transcript, session.fail)
-        session.hello()
-        auth_started = authenticated = None
-        if not isinstance(login, NoAuth):
-            if isinstance(login, PasswordAuth) and not security.encrypted:
-                transcript.note("SMTP", "WARNING: sending the password without TLS")
-                if cleartext is not None:
-                    cleartext.append("the SMTP password was sent without TLS")
-            auth_started = now()
-            session.authenticate(login, security)
-            authenticated = now()
+        security = session.open(login, cleartext)
         ready = now()
         reply = session.submit(probe)
         accepted = now()
@@ -377,8 +385,8 @@ def send_probe(
         connected_at=session.connected_at,
         tls_started_at=session.tls_started_at,
         tls_done_at=session.tls_done_at,
-        auth_started_at=auth_started,
-        authenticated_at=authenticated,
+        auth_started_at=session.auth_started_at,
+        authenticated_at=session.authenticated_at,
         ready_at=ready,
         accepted_at=accepted,
         security=security,

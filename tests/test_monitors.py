@@ -442,3 +442,65 @@ def test_a_failure_at_a_terminal_names_step_server_words_and_what_to_try(stack: 
     assert re.search(rf"server +127\.0\.0\.1:{stack['ports']['imaps']['port']}\n", plain)
     assert re.search(r"cause +login rejected \(\[AUTHENTICATIONFAILED\] Authentication failed\)\n", plain)
     assert re.search(r"try +Check --imap-user and --imap-password", plain)
+
+
+# -- prtg-roundtrip check ------------------------------------------------------------------------
+
+
+def test_check_logs_in_on_both_legs_and_sends_nothing(stack: Dict[str, Any], mailbox: Any) -> None:
+    args = ["check", *tls_args(stack)]
+    xml = run([*args, "--verbose"])
+    assert xml.returncode == 0 and check_output.check(xml.stdout, "prtg-xml") == [], xml
+    doc = check_output.parse(xml.stdout, "prtg-xml")
+    assert not doc.error, doc.text
+    assert doc.channel_names == ["Total", "SMTP Connect and Login", "IMAP Connect and Login", "SMTP Certificate",
+                                 "IMAP Certificate"]
+    assert "nothing sent" in str(doc.text)
+    assert "IDLE yes, UIDPLUS yes, SPECIAL-USE no" in str(doc.text)  # what the stack's Dovecot offers
+    transcript = xml.stderr
+    assert "AUTH PLAIN ***" in transcript and "AUTHENTICATE PLAIN ***" in transcript  # both legs logged in
+    assert "SELECT" in transcript
+    for command in ("MAIL FROM", "RCPT TO", "DATA"):
+        assert f"> {command}" not in transcript.upper()
+    assert stack["users"]["sender"]["password"] not in xml.stdout + transcript
+
+    out = parse_plugin_output(run([*args, "--format", "nagios"]).stdout)
+    assert out.state == "OK"
+    assert set(out.perf) == {"total", "smtp_connect_and_login", "imap_connect_and_login", "smtp_certificate_days",
+                             "imap_certificate_days"}
+    imap_line = next(line for line in out.long_output if line.startswith("IMAP:"))
+    assert "offers IDLE yes, UIDPLUS yes, SPECIAL-USE no, AUTH " in imap_line and "PLAIN" in imap_line
+    smtp_line = next(line for line in out.long_output if line.startswith("SMTP:"))
+    assert re.search(r"offers AUTH [A-Z0-9 -]*PLAIN", smtp_line) and "login PLAIN" in smtp_line
+
+    families = openmetrics_families(run([*args, "--format", "openmetrics"]).stdout)
+    offered = {s.labels["capability"]: s.value for s in families["roundtrip_capability"].samples}
+    assert offered == {"IDLE": 1, "UIDPLUS": 1, "SPECIAL-USE": 0}
+
+    mailbox.noop()
+    assert mailbox.search(["ALL"]) == []  # nothing arrived: nothing was sent
+
+
+@pytest.mark.parametrize("leg", ["smtp", "imap"])
+def test_check_fails_where_a_run_would(stack: Dict[str, Any], leg: str) -> None:
+    args = with_options(tls_args(stack), **{f"{leg}_password": "not-the-password"})
+    check = run(["check", *args, "--format", "nagios"])
+    out = parse_plugin_output(check.stdout)
+    assert (out.state, check.returncode) == ("CRITICAL", 2), check
+    step = {"smtp": "SMTP send", "imap": "IMAP receive"}[leg]
+    assert out.text.startswith(f"{step} ("), out.text
+    assert f"failed step: {step}" in out.long_output
+    assert "not-the-password" not in check.stdout
+
+
+def test_check_says_what_the_sensor_would_miss() -> None:
+    from prtg_roundtrip.preflight import summary
+    from prtg_roundtrip.report import LegDetail
+
+    smtp = LegDetail("smtp", "s:587", "plain text", auth="none", offers=(("AUTH", "(none announced)"),))
+    imap = LegDetail("imap", "i:143", "plain text", auth="LOGIN",
+                     offers=(("IDLE", "no"), ("UIDPLUS", "no"), ("SPECIAL-USE", "no"), ("AUTH", "PLAIN")))
+    text = summary(smtp, imap, "INBOX", 12.0, [])
+    assert "without UIDPLUS the sensor expunges its probe only when" in text
+    assert "without IDLE the sensor polls" in text
+    assert "SMTP s:587 over plain text, no login" in text
