@@ -504,3 +504,58 @@ def test_check_says_what_the_sensor_would_miss() -> None:
     assert "without UIDPLUS the sensor expunges its probe only when" in text
     assert "without IDLE the sensor polls" in text
     assert "SMTP s:587 over plain text, no login" in text
+
+
+# -- the README's configurations -------------------------------------------------------------------
+
+
+def readme_blocks(kind: str) -> List[str]:
+    """The fenced blocks the README marks `<!-- tested: KIND -->`."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(rf"<!-- tested: {kind} -->\n```[a-z]*\n(.*?)```", text, flags=re.S)
+    assert blocks, f"no {kind} block in the README"
+    return blocks
+
+
+OPTIONS = {option for action in cli.build_parser()._actions for option in action.option_strings}
+
+
+def test_readme_icinga2_checkcommand() -> None:
+    (block,) = readme_blocks("icinga2")
+    arguments = re.findall(r'^\s+"(-[^"]+)" =', block, flags=re.M)
+    assert "--format" in arguments and "--imap-password" in arguments
+    assert set(arguments) <= OPTIONS, set(arguments) - OPTIONS
+    icinga2 = shutil.which("icinga2") or next(
+        (p for p in ("/usr/sbin/icinga2", "/usr/lib/x86_64-linux-gnu/icinga2/sbin/icinga2") if os.path.exists(p)), None)
+    if icinga2 is None:
+        pytest.skip("icinga2 is not installed (Debian: icinga2-bin)")
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="prtg-rt-icinga2-") as folder:
+        os.chmod(folder, 0o755)  # noqa: S103 - icinga2 reads it as its own account (nagios) when started as root
+        config = Path(folder) / "icinga2.conf"
+        config.write_text('include <itl>\nobject Host "mail.example.com" {\n  address = "192.0.2.25"\n'
+                          '  check_command = "dummy"\n}\n' + block)
+        os.chmod(config, 0o644)
+        proc = subprocess.run([icinga2, "daemon", "-C", "-c", str(config)], capture_output=True, check=False,
+                              timeout=60)
+    output = proc.stdout.decode() + proc.stderr.decode()
+    assert proc.returncode == 0, output
+    assert "Instantiated 1 Service" in output
+
+
+def test_readme_command_lines_use_real_options() -> None:
+    import shlex
+
+    commands = [line for block in readme_blocks("command") for line in block.splitlines()
+                if "/usr/local/bin/prtg-roundtrip" in line]
+    assert len(commands) == 3  # Nagios, Checkmk MRPE, cron for the textfile collector
+    for line in commands:
+        words = shlex.split(line.split("/usr/local/bin/prtg-roundtrip", 1)[1])
+        words = [re.sub(r"\$ARG[23]\$", "5000", w) for w in words]
+        words = [re.sub(r"\$[A-Z0-9]+\$", "mail.example.com", w) for w in words]
+        values = vars(cli.build_parser().parse_args(words))
+        assert values["format"] in ("nagios", "openmetrics")
+        assert values["imap_password"].startswith("file:") and values["smtp_password"].startswith("file:")
+        assert values["timeout"] <= 60
