@@ -114,7 +114,7 @@ class ImapSession(Connector):
         self.cleartext: List[str] = []  # "the IMAP password was sent without TLS", once sent
         self.mechanism = ""  # the SASL mechanism of an OAuth2 login
         self.auth_method = ""  # how the login went: "PLAIN", "LOGIN", or the OAuth2 mechanism
-        self.login_capabilities: Tuple[bytes, ...] = ()  # what the server announced before the login (AUTH=...)
+        self.login_capabilities: Tuple[str, ...] = ()  # what the server announced before the login (AUTH=...)
         self.challenge = ""  # the server's OAuth2 error challenge, in words
         self._handler = _TranscriptHandler(transcript)
         self._logger = logging.getLogger("imapclient")
@@ -255,7 +255,9 @@ class ImapSession(Connector):
         assert client is not None
         self.phase = "LOGIN"
         self.arm_timeout()
-        self.login_capabilities = tuple(client.capabilities())
+        # What the server announced before the login (its AUTH= list), as imaplib noted it at the
+        # greeting or after STARTTLS: no command of its own (capabilities() would send one).
+        self.login_capabilities = tuple(str(c) for c in getattr(client._imap, "capabilities", ()))
         try:
             if isinstance(login, BearerLogin):
                 self._bearer(client, login)

@@ -119,7 +119,7 @@ def _imap_leg(session: ImapSession) -> LegDetail:
     client = session.client
     assert client is not None
     after = {c.decode("ascii", "replace").upper() for c in client.capabilities()}
-    before = {c.decode("ascii", "replace").upper() for c in session.login_capabilities} | after
+    before = {c.upper() for c in session.login_capabilities} | after
     offers: List[Tuple[str, str]] = [(name, "yes" if name in after else "no") for name in IMAP_FEATURES]
     mechanisms = sorted(c[5:] for c in before if c.startswith("AUTH="))
     offers.append(("AUTH", " ".join(mechanisms) or "(none announced)"))
