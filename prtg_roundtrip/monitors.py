@@ -18,10 +18,10 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Tuple
 
-from .report import Channel, LegDetail, Report
+from .report import Channel, LegDetail, Report, clean_text
 from .settings import OutputFormat, Settings
 
 # -- exit codes: the one place that decides them -----------------------------------------------
@@ -278,7 +278,13 @@ def target_labels(settings: Settings) -> Tuple[Tuple[str, str], ...]:
 
 
 def view(report: Report, fmt: OutputFormat, colour: bool = False) -> Dict[str, Any]:
-    """What the templates get besides the report."""
+    """What the templates get besides the report (whose parts are cleaned here like its text:
+    one line each, no character a document must not carry)."""
+    report = replace(
+        report, legs=tuple(leg.cleaned(clean_text) for leg in report.legs),
+        problem=None if report.problem is None else report.problem.cleaned(clean_text),
+        target=tuple((name, clean_text(value)) for name, value in report.target),
+    )
     if fmt is OutputFormat.NAGIOS:
         return {
             "state": STATE_NAMES[nagios_state(report)],

@@ -268,6 +268,21 @@ def test_secrets_are_redacted_in_every_part() -> None:
         assert secret not in render(report, fmt)
 
 
+def test_no_control_character_from_the_parts_reaches_a_document() -> None:
+    hostile = "bad\x00\x1b[31m\u2028line\ufffe"
+    report = cli._failure(ImapError(f"refused ({hostile})", server=f"imap{hostile}:993", hint=f"try {hostile}"))
+    ok = reports()["ok"]
+    legs = tuple(replace(leg, certificate_subject=hostile, cipher=hostile) for leg in ok.legs)
+    for r in (replace(report, target=(("mailbox", hostile),)), replace(ok, legs=legs, target=(("mailbox", hostile),))):
+        for fmt in OutputFormat:
+            document = render(r, fmt)
+            assert not any(ch in document for ch in "\x00\x1b\u2028\ufffe"), (fmt, document)
+            if fmt is OutputFormat.NAGIOS:
+                parse_plugin_output(document)
+            if fmt is OutputFormat.OPENMETRICS:
+                openmetrics_families(document)
+
+
 # -- runs against the real stack -------------------------------------------------------------------
 
 
