@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send a marked mail by SMTP, wait for it in an IMAP mailbox, delete it, and "
         "report the time of each leg as PRTG channels (SMTP&IMAP Round Trip).",
         epilog="Failures are reported inside the document (<error>1</error>) with exit code 0, "
-        "as PRTG expects. Add --format text --verbose at a console to see a redacted transcript.",
+        "as PRTG expects (--format nagios: exit code 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). "
+        "'prtg-roundtrip check ARGS' connects and logs in on both legs and sends nothing. "
+        "Add --verbose at a console to see a redacted transcript.",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
