@@ -607,7 +607,7 @@ def main(
     stdin: Optional[IO[bytes]] = None,
 ) -> int:
     """Run once; return the process exit code (monitors.exit_code: always 0 for the PRTG formats)."""
-    global _format, _output_file
+    global _format, _output_file, _colour
     _output_file = None
     process = stdout is None  # a real process (tests that pass a buffer run in-process)
     set_run_start(process_start() if process else now())  # budgets count from here
@@ -627,7 +627,6 @@ def main(
     from .secrets import environment_secrets, registered
 
     default = fmt = _format = _default_format(argv, _is_tty(out_stream))
-    global _colour
     from .monitors import use_colour
 
     _colour = use_colour(out_stream, raw_environ)  # used by the text format only
