@@ -16,7 +16,7 @@ import logging
 import random
 import re
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from imapclient import IMAPClient
 from imapclient import tls as imapclient_tls
@@ -122,6 +122,8 @@ class ImapSession(Connector):
         self.logged_in_at = 0.0
         self.cleartext: List[str] = []  # "the IMAP password was sent without TLS", once sent
         self.mechanism = ""  # the SASL mechanism of an OAuth2 login
+        self.auth_method = ""  # how the login went: "PLAIN", "LOGIN", or the OAuth2 mechanism
+        self.login_capabilities: Tuple[str, ...] = ()  # what the server announced before the login (AUTH=...)
         self.challenge = ""  # the server's OAuth2 error challenge, in words
         self._handler = _TranscriptHandler(transcript)
         self._logger = logging.getLogger("imapclient")
@@ -262,6 +264,9 @@ class ImapSession(Connector):
         assert client is not None
         self.phase = "LOGIN"
         self.arm_timeout()
+        # What the server announced before the login (its AUTH= list), as imaplib noted it at the
+        # greeting or after STARTTLS: no command of its own (capabilities() would send one).
+        self.login_capabilities = tuple(str(c) for c in getattr(client._imap, "capabilities", ()))
         try:
             if isinstance(login, BearerLogin):
                 self._bearer(client, login)
@@ -285,6 +290,7 @@ class ImapSession(Connector):
         self._handler.muted = True
         if client.has_capability("AUTH=PLAIN"):
             self.transcript.add("IMAP", ">", f"AUTHENTICATE PLAIN {MASK}")
+            self.auth_method = "PLAIN"
             if client.has_capability("SASL-IR"):  # RFC 4959: the response goes with the command
                 response = base64.b64encode(sasl.plain(login.user, login.password))
                 self._one_line_login(client, b"AUTHENTICATE", [b"PLAIN", response])
@@ -297,6 +303,7 @@ class ImapSession(Connector):
                 "Choose a TLS mode for IMAP (--imap-tls starttls or tls)",
             )
         self.transcript.add("IMAP", ">", f"LOGIN {MASK}")
+        self.auth_method = "LOGIN"
         self._one_line_login(client, b"LOGIN", [astring(login.user), astring(login.password)])
 
     @staticmethod
@@ -336,7 +343,7 @@ class ImapSession(Connector):
 
         self._handler.muted = True
         self.transcript.add("IMAP", ">", f"AUTHENTICATE {mechanism.value.upper()} {MASK}")
-        self.mechanism = mechanism.value.upper()
+        self.mechanism = self.auth_method = mechanism.value.upper()
         client.sasl_login(mechanism.value.upper(), respond)
 
     def _refusal(self, client: IMAPClient, login: Login, text: str) -> ImapError:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 from .imap_wait import ReceiveResult
-from .report import Channel, Report
+from .report import Channel, LegDetail, Report
 from .settings import ChannelSet, OutputSettings
 from .smtp_send import SendResult
 from .tls import Security
@@ -63,6 +63,7 @@ CHANNEL_IDS = {
     "IMAP Checks": 25,
     "IMAP Push Used": 26,
     "Token": 27,
+    "SMTP Connect and Login": 28,  # prtg-roundtrip check: connect start -> AUTH accepted (or EHLO answered)
 }
 
 
@@ -150,10 +151,39 @@ def limit_state(total_ms: float, output: OutputSettings) -> str:
     return "ok"
 
 
+def leg_detail(leg: str, server: str, security: Security, auth: str,
+               steps: Tuple[Tuple[str, float], ...], offers: Tuple[Tuple[str, str], ...] = ()) -> LegDetail:
+    """One leg's details for the readable formats, from what the leg observed."""
+    return LegDetail(
+        leg=leg, server=server, security=str(security), cipher=security.cipher,
+        certificate_subject=security.certificate_subject, certificate_days=security.certificate_days,
+        certificate_expires=security.certificate_expires, auth=auth or "none", steps=steps,
+        offers=offers,
+    )
+
+
+def legs(m: Measurement) -> Tuple[LegDetail, LegDetail]:
+    s, r = m.send, m.receive
+    smtp_steps: List[Tuple[str, float]] = [("connect", _ms(s.started_at, s.connected_at))]
+    if s.tls_started_at is not None and s.tls_done_at is not None:
+        smtp_steps.append(("STARTTLS", _ms(s.tls_started_at, s.tls_done_at)))
+    if s.auth_started_at is not None and s.authenticated_at is not None:
+        smtp_steps.append(("login", _ms(s.auth_started_at, s.authenticated_at)))
+    smtp_steps.append(("submit", _ms(s.ready_at, s.accepted_at)))
+    imap_steps = (
+        ("connect and login (before the send)", _ms(r.connect_started_at, r.logged_in_at)),
+        (f"delivery ({r.detection}, {r.checks} check{'s' if r.checks != 1 else ''})", m.imap_ms),
+    )
+    return (
+        leg_detail("smtp", s.server, s.security, s.auth, tuple(smtp_steps)),
+        leg_detail("imap", r.server, r.security, r.auth, imap_steps),
+    )
+
+
 def evaluate(m: Measurement, output: OutputSettings) -> Report:
     text, warning = summary(m)
     limit = limit_state(m.total_ms, output)
     if limit != "ok":
         bound = output.error_ms if limit == "error" else output.warning_ms
         text = f"Total above the {limit} limit of {bound:g} ms. {text}"
-    return Report.success(channels(m, output), text, warning=warning, limit=limit)
+    return Report.success(channels(m, output), text, warning=warning, limit=limit, legs=legs(m))

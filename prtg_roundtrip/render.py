@@ -18,6 +18,8 @@ _FILES = {
     OutputFormat.PRTG_JSON: "prtg.json.j2",
     OutputFormat.SCRIPT_V2: "script_v2.json.j2",
     OutputFormat.TEXT: "text.txt.j2",
+    OutputFormat.NAGIOS: "nagios.txt.j2",
+    OutputFormat.OPENMETRICS: "openmetrics.txt.j2",
 }
 
 
@@ -66,9 +68,11 @@ def _environment(cache_folder: Optional[str] = None) -> jinja2.Environment:
     )
 
 
-def render(report: Report, fmt: OutputFormat, cache_folder: Optional[str] = None) -> str:
+def render(report: Report, fmt: OutputFormat, cache_folder: Optional[str] = None, colour: bool = False) -> str:
     """The document; `cache_folder`, the private state folder, keeps compiled templates."""
     # The text is the one free-form part: cleaned once more here, so that no character XML
     # forbids (or a lone surrogate) reaches any document, whoever built the report.
     report = replace(report, text=clean_text(report.text))
-    return _environment(cache_folder).get_template(_FILES[fmt]).render(report=report)
+    from .monitors import view  # what the other monitors' and people's formats need besides the report
+
+    return _environment(cache_folder).get_template(_FILES[fmt]).render(report=report, **view(report, fmt, colour))

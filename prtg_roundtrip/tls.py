@@ -101,6 +101,9 @@ class Security:
     implicit: bool = False  # TLS from the first byte (SMTPS/IMAPS) rather than STARTTLS
     certificate_days: Optional[float] = None  # days until the verified certificate expires
     fallback: Optional[str] = None  # why an "if available" mode went on without TLS
+    cipher: Optional[str] = None  # the negotiated cipher suite, e.g. "TLS_AES_256_GCM_SHA384"
+    certificate_subject: Optional[str] = None  # the verified certificate's subject (its CN), if any
+    certificate_expires: Optional[float] = None  # its notAfter as a Unix timestamp
 
     @property
     def encrypted(self) -> bool:
@@ -114,7 +117,14 @@ class Security:
     @classmethod
     def of(cls, sock: object, implicit: bool, fallback: Optional[str] = None) -> Security:
         if isinstance(sock, ssl.SSLSocket):
-            return cls(sock.version() or "TLS", implicit, certificate_days_left(sock), fallback)
+            cipher = sock.cipher()
+            expires = certificate_expires(sock)
+            return cls(
+                sock.version() or "TLS", implicit, certificate_days_left(sock), fallback,
+                cipher=cipher[0] if cipher else None,
+                certificate_subject=certificate_subject(sock),
+                certificate_expires=expires,
+            )
         return cls(fallback=fallback)
 
 
@@ -209,15 +219,35 @@ def secure(conn: Connector, mode: TlsMode, transcript: Transcript, fail: Callabl
     return Security.of(conn.socket(), implicit=mode.implicit and fallback is None, fallback=fallback)
 
 
-def certificate_days_left(sock: object) -> Optional[float]:
-    """Days until the verified peer certificate expires, where one was verified."""
+def certificate_expires(sock: object) -> Optional[float]:
+    """When the verified peer certificate expires (Unix time), where one was verified."""
     if not isinstance(sock, ssl.SSLSocket):
         return None
     cert = sock.getpeercert()
     not_after = cert.get("notAfter") if cert else None
     if not not_after:
         return None
-    return (ssl.cert_time_to_seconds(str(not_after)) - time.time()) / 86400.0
+    return float(ssl.cert_time_to_seconds(str(not_after)))
+
+
+def certificate_days_left(sock: object) -> Optional[float]:
+    """Days until the verified peer certificate expires, where one was verified."""
+    expires = certificate_expires(sock)
+    return None if expires is None else (expires - time.time()) / 86400.0
+
+
+def certificate_subject(sock: object) -> Optional[str]:
+    """The verified peer certificate's subject in words: its common name(s), else the whole
+    subject as key=value pairs (None without a verified certificate, e.g. with --insecure)."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    cert = sock.getpeercert()
+    subject = cert.get("subject") if cert else None
+    if not subject:
+        return None
+    pairs = [(str(pair[0]), str(pair[1])) for rdn in subject for pair in rdn if len(pair) == 2]
+    names = [value for key, value in pairs if key == "commonName"]
+    return ", ".join(names) if names else ", ".join(f"{key}={value}" for key, value in pairs)
 
 
 def describe_network_error(exc: BaseException, timeout: Optional[float] = None) -> Tuple[str, str]:
