@@ -10,8 +10,8 @@ one JSON object: ``ms`` (the timed part), what it did, never the password.
   DATA; QUIT afterwards, untimed.  ``ehlo`` is given (as the sensor's --helo) so that smtplib
   does not look up the machine's FQDN inside the timed part.
 - ``"kind": "imap"``: imaplib with its defaults: connect and greeting, CAPABILITY, [STARTTLS,
-  CAPABILITY], ``AUTHENTICATE PLAIN`` or ``LOGIN`` (``login``: what the sensor's transcript
-  shows it used), SELECT INBOX; timed from before the TCP connect to the end of SELECT; LOGOUT
+  CAPABILITY], ``AUTHENTICATE PLAIN`` (with SASL-IR where offered, as the sensor) or ``LOGIN``
+  (``login``: what the sensor's transcript shows it used), SELECT INBOX; timed from before the TCP connect to the end of SELECT; LOGOUT
   afterwards, untimed.
 - ``mode``: ``off``, ``starttls`` or ``tls`` (implicit).  ``tuned``: what the sensor does
   where the standard library's client shows a client-side artifact (Linux's delayed ACK): after
@@ -139,7 +139,14 @@ def imap(cfg: Dict[str, Any], context: ssl.SSLContext) -> Dict[str, Any]:
         client = (TunedIMAP4 if tuned else imaplib.IMAP4)(cfg["host"], cfg["port"], timeout=30)
     if mode == "starttls":
         client.starttls(context)
-    if cfg.get("login", "").upper() == "AUTHENTICATE PLAIN":
+    if cfg.get("login", "").upper() == "AUTHENTICATE PLAIN" and "SASL-IR" in client.capabilities:
+        # RFC 4959, as the sensor does where offered: the response with the command
+        typ, data = client._simple_command("AUTHENTICATE", "PLAIN", base64.b64encode(plain).decode("ascii"))
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"AUTHENTICATE refused: {data!r}")
+        client.state = "AUTH"
+        how = "AUTHENTICATE PLAIN (SASL-IR)"
+    elif cfg.get("login", "").upper() == "AUTHENTICATE PLAIN":
         client.authenticate("PLAIN", lambda _challenge: plain)
         how = "AUTHENTICATE PLAIN"
     else:
