@@ -11,8 +11,8 @@ one JSON object: ``ms`` (the timed part), what it did, never the password.
   does not look up the machine's FQDN inside the timed part.
 - ``"kind": "imap"``: imaplib with its defaults: connect and greeting, CAPABILITY, [STARTTLS,
   CAPABILITY], ``AUTHENTICATE PLAIN`` (with SASL-IR where offered, as the sensor) or ``LOGIN``
-  (``login``: what the sensor's transcript shows it used), SELECT INBOX; timed from before the TCP connect to the end of SELECT; LOGOUT
-  afterwards, untimed.
+  (``login``: what the sensor's transcript shows it used), SELECT INBOX; timed from before the
+  TCP connect to the end of SELECT; LOGOUT afterwards, untimed.
 - ``mode``: ``off``, ``starttls`` or ``tls`` (implicit).  ``tuned``: what the sensor does
   where the standard library's client shows a client-side artifact (Linux's delayed ACK): after
   an implicit-TLS handshake set TCP_QUICKACK (the server speaks first, and its greeting waits
