@@ -375,11 +375,9 @@ _format = OutputFormat.PRTG_XML  # the format known so far, for a signal's docum
 
 def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> None:
     global _emitted, _emitting
-    from .render import render
-
     _emitting = True
     # UTF-8 without BOM, whatever the code page; render() keeps only characters XML allows.
-    document = render(report, fmt).encode("utf-8", "replace")
+    document = _document(report, fmt).encode("utf-8", "replace")
     out = stdout if stdout is not None else sys.stdout.buffer
     with _OUTPUT_LOCK:
         if _emitted and stdout is None:
@@ -387,6 +385,18 @@ def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> Non
         _emitted = stdout is None
         out.write(document)
         out.flush()
+
+
+def _document(report: Report, fmt: OutputFormat) -> str:
+    """The rendered document, checked: one that does not parse becomes a minimal error document."""
+    from .outcheck import checked, failed_render
+    from .render import render
+
+    try:
+        document = render(report, fmt)
+    except Exception as exc:  # noqa: BLE001 - a template bug must still give PRTG a document
+        return failed_render(exc, fmt)
+    return checked(document, fmt)
 
 
 def _last_resort(budget: float, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> threading.Timer:
@@ -599,7 +609,6 @@ def _store_result(
     secrets: Tuple[str, ...],
 ) -> Report:
     """Write PRTG's result files; say in the text when that is impossible (the run stands)."""
-    from .render import render
     from .resultfile import default_result_dir, write_result_files
 
     directory = settings.output.result_dir or default_result_dir(environ)
@@ -610,7 +619,8 @@ def _store_result(
     inputs = sorted(values.items()) + sorted((k, v) for k, v in raw.items() if k.startswith("prtg_"))
     try:
         write_result_files(
-            directory, settings.sensor_id, render(report, fmt), inputs, transcript.text() if transcript else "", secrets
+            directory, settings.sensor_id, _document(report, fmt), inputs,
+            transcript.text() if transcript else "", secrets,
         )
     except OSError as exc:
         return report.with_note(f"Result files not written to {directory}: {exc.strerror}")
