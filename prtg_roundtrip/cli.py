@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import threading
-from typing import IO, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple
+from typing import IO, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union
 
 from . import __version__
 from .auth import AuthMethod, Mechanism, Provider
@@ -241,27 +241,114 @@ def _sniff_format(argv: Sequence[str], default: OutputFormat) -> OutputFormat:
     return default
 
 
-STDIN_WAIT_SECONDS = 5.0  # for the first byte of the parameters on stdin
+STDIN_WAIT_SECONDS = 5.0  # for the first byte of the parameters, when the launcher says Script v2
 STDIN_IDLE_SECONDS = 0.5  # a line that never gets its newline is taken after this much silence
+# Set to 1 by the Script v2 launcher (scripts/prtg-roundtrip.sh): PRTG's Script v2 sensor passes
+# the Parameters field on stdin, and the answer is a Script v2 document.
+SCRIPT_V2_MARKER = "PRTG_ROUNDTRIP_SCRIPT_V2"
 
 
-def _stdin_params(stdin: Optional[IO[bytes]]) -> List[str]:
-    """Script v2 passes the Parameters field on stdin (when stdin is not a terminal): one line,
-    read within a few seconds, never waiting for an end of file that may not come."""
-    stream = stdin if stdin is not None else sys.stdin.buffer
-    try:
-        if stream.isatty():
-            return []
-    except (OSError, ValueError):
-        return []
-    line = read_line(stream, STDIN_WAIT_SECONDS, STDIN_IDLE_SECONDS, MAX_PARAMETER_CHARS)
-    if line is None:
+def _default_format(
+    argv: Sequence[str], environ: Mapping[str, str], stdin: Optional[IO[bytes]]
+) -> Tuple[OutputFormat, Union[List[str], str, None]]:
+    """The format when --format is not given, and where the parameters come from: the command
+    line (a list), or the line read from stdin (a string; None: longer than allowed).
+
+    Script v2 only when something says so, never from an empty command line alone: the Script v2
+    launcher's marker (then stdin is read, within STDIN_WAIT_SECONDS), or, without arguments, a
+    parameter line already waiting on stdin. A closed, empty or silent stdin is not Script v2
+    and is not waited for: the answer is PRTG XML (EXE/Script Advanced with empty Parameters)."""
+    if environ.get(SCRIPT_V2_MARKER) == "1":
+        return OutputFormat.SCRIPT_V2, (list(argv) if argv else _stdin_line(stdin, STDIN_WAIT_SECONDS))
+    if argv or not _stdin_waiting(stdin):
+        return OutputFormat.PRTG_XML, list(argv)
+    line = _stdin_line(stdin, STDIN_WAIT_SECONDS)  # something is there: the first read returns at once
+    return (OutputFormat.SCRIPT_V2 if line != "" else OutputFormat.PRTG_XML), line
+
+
+def _parameters(given: Union[List[str], str, None]) -> List[str]:
+    if given is None:
         raise ParameterError(
             f"the parameters on stdin are longer than {MAX_PARAMETER_CHARS} bytes",
             hint="Check the sensor's Parameters field",
         )
-    text = line.decode("utf-8", "surrogateescape").strip()
-    return split_parameters(text, windows=os.name == "nt")
+    if isinstance(given, str):
+        return split_parameters(given, windows=os.name == "nt")
+    return given
+
+
+def _stdin_line(stdin: Optional[IO[bytes]], wait: float) -> Optional[str]:
+    """The Parameters field from stdin (not a terminal): one line, stripped, never waiting for
+    an end of file that may not come; None if it is longer than MAX_PARAMETER_CHARS."""
+    stream = stdin if stdin is not None else sys.stdin.buffer
+    try:
+        if stream.isatty():
+            return ""
+    except (OSError, ValueError):
+        return ""
+    line = read_line(stream, wait, STDIN_IDLE_SECONDS, MAX_PARAMETER_CHARS)
+    return None if line is None else line.decode("utf-8", "surrogateescape").strip()
+
+
+def _stdin_waiting(stdin: Optional[IO[bytes]]) -> bool:
+    """Whether stdin holds something to read right now (data, or its end), without waiting."""
+    stream = stdin if stdin is not None else sys.stdin.buffer
+    try:
+        if stream.isatty():
+            return False
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):  # an in-memory stream: what it holds is there now
+        return not _is_tty(stream)
+    if sys.platform == "win32":
+        return _windows_waiting(fd)
+    import select
+
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
+
+
+def _is_tty(stream: IO[bytes]) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):
+        return True
+
+
+def _windows_waiting(fd: int) -> bool:
+    """A file redirected to stdin, or a pipe with bytes in it (PeekNamedPipe); not a console."""
+    import stat
+
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return True
+    except OSError:
+        return False
+    if sys.platform != "win32":  # pragma: no cover - for the type checker
+        return False
+    import ctypes
+    import msvcrt
+
+    available = ctypes.c_ulong(0)
+    try:
+        handle = msvcrt.get_osfhandle(fd)
+    except OSError:
+        return False
+    peek = ctypes.windll.kernel32.PeekNamedPipe
+    return bool(peek(handle, None, 0, None, ctypes.byref(available), None)) and available.value > 0
+
+
+def _empty_parameters(environ: Mapping[str, str]) -> ParameterError:
+    """What a run without any parameter lacks, all of it named at once."""
+    needed = ["--from", "--to", "--imap-host", "--imap-user", "--imap-password (or --imap-credentials linux|windows)"]
+    if not environ.get("prtg_host"):
+        needed.append("--smtp-host (or PRTG's %host: 'Set placeholders as environment values')")
+    return ParameterError(
+        "no parameters were given; the sensor needs at least " + ", ".join(needed),
+        hint="Fill in the sensor's Parameters field (EXE/Script Advanced, Script v2) or Additional Parameters "
+        "(Python Script Advanced); see the README",
+    )
 
 
 def read_line(stream: IO[bytes], wait: float, idle: float, limit: int) -> Optional[bytes]:
@@ -544,16 +631,20 @@ def main(
         return credentials_main(argv[1:])
     from .secrets import environment_secrets, registered
 
-    default = fmt = _format = OutputFormat.PRTG_XML if argv else OutputFormat.SCRIPT_V2
+    script_v2 = raw_environ.get(SCRIPT_V2_MARKER) == "1"
+    default = fmt = _format = OutputFormat.SCRIPT_V2 if script_v2 else OutputFormat.PRTG_XML
     if process:
         _install_stop_handlers()
     secrets: Tuple[str, ...] = environment_secrets(raw_environ)
     checked: Mapping[str, str] = _CheckedEnviron(raw_environ)
     verbose, settings, transcript, values = False, None, None, {}
     try:
-        if not argv:  # Script v2: parameters on stdin, and its format unless told otherwise
-            argv = _stdin_params(stdin)
+        default, given = _default_format(argv, raw_environ, stdin)
+        fmt = _format = default
+        argv = _parameters(given)
         fmt = _format = _sniff_format(argv, default)
+        if not argv:
+            raise _empty_parameters(raw_environ)
         secrets += _sniff_secrets(argv)
         _check_length(argv)
         parser = build_parser()

@@ -20,6 +20,14 @@ PYTHONUTF8=1
 PYTHONSAFEPATH=1
 export PYTHONIOENCODING PYTHONUTF8 PYTHONSAFEPATH
 
+# This is the Script v2 launcher: PRTG's Script v2 sensor starts it without arguments and writes
+# the Parameters field to stdin. Tell the sensor so explicitly (it never decides Script v2 from an
+# empty command line alone, and does not wait on a stdin nobody writes to).
+if [ $# -eq 0 ] && [ ! -t 0 ]; then
+  PRTG_ROUNDTRIP_SCRIPT_V2=1
+  export PRTG_ROUNDTRIP_SCRIPT_V2
+fi
+
 case $0 in
   */*) here=${0%/*} ;;
   *) here=. ;;

@@ -24,7 +24,7 @@ def without(args, *options):
 
 def test_script_v2_reads_parameters_from_stdin_and_defaults_to_its_format(stack, mailbox):
     line = " ".join(f"'{a}'" for a in base_args(stack))
-    run = run_sensor([], stdin=line.encode(), fmt="script-v2")
+    run = run_sensor([], stdin=line.encode(), fmt="script-v2", env={"PRTG_ROUNDTRIP_SCRIPT_V2": "1"})
     assert run.doc.format == "script-v2" and not run.error, run.text
     by_name = {r["channel"]: r for r in run.doc.results}
     assert [by_name[n]["id"] for n in ("Total", "Response Time (SMTP)", "Response Time (IMAP)")] == [10, 11, 12]

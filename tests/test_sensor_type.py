@@ -1,0 +1,101 @@
+"""Which sensor type is calling (issue 11): Script v2 only when something says so.
+
+The Script v2 launcher sets PRTG_ROUNDTRIP_SCRIPT_V2=1, or parameters are already waiting on
+stdin; an empty command line with a closed, empty or silent stdin is EXE/Script Advanced with an
+empty Parameters field, answered in PRTG XML with the missing settings named, and a stdin that
+nobody writes to is never read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+from conftest import ROOT, check_output
+
+from prtg_roundtrip import cli
+
+MARKER = {"PRTG_ROUNDTRIP_SCRIPT_V2": "1"}
+NEEDED = ("--from", "--to", "--imap-host", "--imap-user", "--imap-password")
+
+
+def run(argv: List[str], environ: Optional[Dict[str, str]] = None, stdin: Any = None) -> Tuple[str, Any]:
+    out = io.BytesIO()
+    assert cli.main(argv, environ=environ or {}, stdout=out, stdin=stdin) == 0
+    text = out.getvalue().decode("utf-8")
+    fmt = "prtg-xml" if text.startswith("<") else "script-v2" if '"version"' in text else "prtg-json"
+    assert check_output.check(text, fmt) == [], text
+    return fmt, check_output.parse(text, fmt)
+
+
+def test_empty_parameters_and_empty_stdin_answer_in_xml_naming_what_is_missing() -> None:
+    fmt, doc = run([], stdin=io.BytesIO(b""))
+    assert fmt == "prtg-xml" and doc.error
+    assert all(option in doc.text for option in NEEDED) and "--smtp-host" in doc.text, doc.text
+    fmt, doc = run([], environ={"prtg_host": "smtp.example.com"}, stdin=io.BytesIO(b"  \n--from a@b.c\n"))
+    assert fmt == "prtg-xml" and "no parameters were given" in doc.text and "--smtp-host" not in doc.text
+
+
+def test_a_silent_stdin_is_never_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: List[Any] = []
+    monkeypatch.setattr(cli, "read_line", lambda *args: calls.append(args) or b"")
+    read_fd, write_fd = os.pipe()  # a pipe nobody writes to and nobody closes
+    try:
+        with os.fdopen(read_fd, "rb", closefd=False) as stream:
+            fmt, doc = run([], stdin=stream)
+    finally:
+        os.close(write_fd)
+        os.close(read_fd)
+    assert fmt == "prtg-xml" and "no parameters were given" in doc.text
+    assert calls == []
+
+
+def test_parameters_waiting_on_stdin_are_script_v2() -> None:
+    fmt, doc = run([], stdin=io.BytesIO(b"--from a@b.c\n"))
+    assert fmt == "script-v2" and "--to is missing" in doc.text
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, b"--from a@b.c --to x@y.z\n")  # already there when the sensor looks
+        with os.fdopen(read_fd, "rb", closefd=False) as stream:
+            fmt, doc = run([], stdin=stream)
+    finally:
+        os.close(write_fd)
+        os.close(read_fd)
+    assert fmt == "script-v2" and "--smtp-host is missing" in doc.text, doc.text
+
+
+def test_the_marker_makes_script_v2_even_with_nothing_on_stdin() -> None:
+    fmt, doc = run([], environ=MARKER, stdin=io.BytesIO(b""))
+    assert fmt == "script-v2" and doc.error and all(option in doc.text for option in NEEDED)
+    fmt, doc = run(["--from", "a@b.c"], environ=MARKER, stdin=io.BytesIO(b"ignored\n"))
+    assert fmt == "script-v2" and "--to is missing" in doc.text
+    fmt, _ = run(["--from", "a@b.c", "--format", "prtg-json"], environ=MARKER, stdin=io.BytesIO(b""))
+    assert fmt == "prtg-json"
+
+
+def test_arguments_are_never_mixed_with_stdin() -> None:
+    fmt, doc = run(["--from", "a@b.c"], stdin=io.BytesIO(b"--to x@y.z\n"))
+    assert fmt == "prtg-xml" and "--to is missing" in doc.text
+
+
+@pytest.mark.parametrize("stdin, fmt", [(subprocess.DEVNULL, "script-v2"), (b"--from a@b.c\n", "script-v2")])
+def test_the_sh_launcher_declares_script_v2(tmp_path: Path, stdin: Any, fmt: str) -> None:
+    launcher = Path(shutil.copy2(ROOT / "scripts" / "prtg-roundtrip.sh", tmp_path / "prtg-roundtrip.sh"))
+    launcher.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("prtg_", "PRTG_ROUNDTRIP"))}
+    env["PRTG_ROUNDTRIP_PYTHON"] = sys.executable
+    kwargs: Dict[str, Any] = {"stdin": stdin} if stdin is subprocess.DEVNULL else {"input": stdin}
+    proc = subprocess.run([str(launcher)], capture_output=True, env=env, cwd=str(ROOT), timeout=60, check=False,
+                          **kwargs)
+    text = proc.stdout.decode("utf-8")
+    assert proc.returncode == 0 and check_output.check(text, fmt) == [], text
+    assert check_output.parse(text, fmt).error
+    with_args = subprocess.run([str(launcher), "--from", "a@b.c"], capture_output=True, env=env, cwd=str(ROOT),
+                               timeout=60, check=False, stdin=subprocess.DEVNULL)
+    assert with_args.stdout.decode("utf-8").startswith("<?xml"), with_args.stdout
