@@ -96,6 +96,7 @@ def test_a_template_that_raises_becomes_a_minimal_error_document(fmt: str, monke
 @pytest.mark.parametrize("fmt", ["prtg-xml", "prtg-json", "script-v2"])
 def test_sound_documents_go_out_unchanged(fmt: str) -> None:
     code, text = _main(["--format", fmt, "--no-such-option"])
+    assert code == 0
     assert co.check(text, fmt) == [] and "unrecognized option --no-such-option" in str(co.parse(text, fmt).text)
     assert "malformed" not in text
 

@@ -44,7 +44,12 @@ def test_empty_parameters_and_empty_stdin_answer_in_xml_naming_what_is_missing()
 
 def test_a_silent_stdin_is_never_read(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: List[Any] = []
-    monkeypatch.setattr(cli, "read_line", lambda *args: calls.append(args) or b"")
+
+    def read_line(*args: Any) -> bytes:
+        calls.append(args)
+        return b""
+
+    monkeypatch.setattr(cli, "read_line", read_line)
     read_fd, write_fd = os.pipe()  # a pipe nobody writes to and nobody closes
     try:
         with os.fdopen(read_fd, "rb", closefd=False) as stream:
