@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="none (default), password, or oauth2 (XOAUTH2/OAUTHBEARER with a token)")
     smtp.add_argument("--smtp-user", metavar="USER", help="login name (with oauth2: the mailbox to send as)")
     smtp.add_argument("--smtp-password", metavar="PASSWORD",
-                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER")
+                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER, placeholder:N")
     smtp.add_argument("--smtp-credentials", choices=_choices(Credentials),
                       help="take user and password from the device's Linux or Windows credentials "
                       "(prtg_linuxuser/... placeholders as environment values)")
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="password (default), or oauth2 (XOAUTH2/OAUTHBEARER with a token)")
     imap.add_argument("--imap-user", metavar="USER")
     imap.add_argument("--imap-password", metavar="PASSWORD",
-                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER")
+                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER, placeholder:N")
     imap.add_argument("--imap-credentials", choices=_choices(Credentials),
                       help="take user and password from the device's Linux or Windows credentials")
     imap.add_argument("--imap-refresh-token", metavar="REF",
