@@ -209,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--format", choices=_choices(OutputFormat), default=OutputFormat.PRTG_XML.value)
     out.add_argument("--channels", choices=_choices(ChannelSet), default=ChannelSet.STANDARD.value,
-                     help="standard: PRTG's three channels; detailed: also each phase")
+                     help="standard: Total, Response Time (SMTP), Response Time (IMAP), and "
+                     "SMTP Certificate / IMAP Certificate for each leg whose TLS mode is not off (days "
+                     "until the verified certificate expires; -1: none verified, as after a fall-back "
+                     "to plain text or with --insecure); detailed: also each phase (see the README)")
     out.add_argument("--warning-ms", type=_milliseconds, metavar="MS",
                      help="PRTG warning limit on Total (applies when PRTG creates the channel)")
     out.add_argument("--error-ms", type=_milliseconds, metavar="MS",
