@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--error-ms", type=_milliseconds, metavar="MS",
                      help="PRTG error limit on Total (applies when PRTG creates the channel)")
     out.add_argument("--store-result", action="store_true",
-                     help="write 'Result of Sensor <ID>.txt' and '.Data.txt' (PRTG's Result Handling)")
+                     help="write 'Result of Sensor <ID>.prtg-roundtrip.txt' and '.Data.txt' (as PRTG's "
+                     "Result Handling does, under names of their own)")
     out.add_argument("--result-dir", metavar="DIR",
                      help="where --store-result writes (default: PRTG's Logs\\sensors folder)")
     out.add_argument("--timeout", type=_seconds(5, MAX_SECONDS), default=60.0, metavar="SEC",
