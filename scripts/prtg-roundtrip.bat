@@ -29,6 +29,10 @@ set "PRTG_RT_LOOKED="
 set "PRTG_RT_SEP="
 set "PRTG_RT_EXE="
 set "PRTG_RT_CHECK=import importlib.metadata as m; m.distribution('prtg-roundtrip')"
+rem In "Custom Sensors\scripts" only the Script v2 sensor runs this launcher: it passes the
+rem Parameters field on stdin. Tell the sensor so explicitly (it never guesses from an empty
+rem command line).
+for %%I in ("%PRTG_RT_HERE%.") do if /i "%%~nxI"=="scripts" set "PRTG_ROUNDTRIP_SCRIPT_V2=1"
 
 if not defined PRTG_ROUNDTRIP_PYTHON goto venvs
 rem Quotes around the value (set PRTG_ROUNDTRIP_PYTHON="C:\...") are dropped.

@@ -104,3 +104,42 @@ def test_the_sh_launcher_declares_script_v2(tmp_path: Path, stdin: Any, fmt: str
     with_args = subprocess.run([str(launcher), "--from", "a@b.c"], capture_output=True, env=env, cwd=str(ROOT),
                                timeout=60, check=False, stdin=subprocess.DEVNULL)
     assert with_args.stdout.decode("utf-8").startswith("<?xml"), with_args.stdout
+
+
+MARKER_C = r"""
+#include <windows.h>
+/* python.exe stand-in: says whether PRTG_ROUNDTRIP_SCRIPT_V2 is 1 in its environment. */
+int wmain(void) {
+  wchar_t v[64];
+  DWORD n;
+  const char *s = GetEnvironmentVariableW(L"PRTG_ROUNDTRIP_SCRIPT_V2", v, 64)
+      ? (v[0] == L'1' && v[1] == 0 ? "MARKER:1\n" : "MARKER:other\n") : "MARKER:unset\n";
+  WriteFile(GetStdHandle(STD_OUTPUT_HANDLE), s, lstrlenA(s), &n, NULL);
+  return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("folder, expected", [("scripts", b"MARKER:1"), ("EXEXML", b"MARKER:unset")])
+def test_the_bat_declares_script_v2_in_the_scripts_folder_under_wine(tmp_path: Path, folder: str,
+                                                                     expected: bytes) -> None:
+    """Only the Script v2 sensor runs launchers from Custom Sensors\\scripts (Windows probe)."""
+    import test_launchers as launchers
+
+    if shutil.which("wine") is None or shutil.which(launchers.MINGW) is None:
+        pytest.skip("wine or MinGW not installed: run tools/install-wine (as root) for the .bat tests")
+    sensors = tmp_path / "PRTG Network Monitor (x86)" / "Custom Sensors" / folder
+    python = sensors / ".venv" / "Scripts" / "python.exe"
+    python.parent.mkdir(parents=True)
+    source = tmp_path / "marker.c"
+    source.write_text(MARKER_C, encoding="utf-8")
+    subprocess.run([launchers.MINGW, "-municode", "-O2", "-o", str(python), str(source)], check=True, timeout=120)
+    spawn = tmp_path / "bin" / "spawn.exe"
+    spawn.parent.mkdir()
+    (tmp_path / "spawn.c").write_text(launchers.SPAWN_C, encoding="utf-8")
+    subprocess.run([launchers.MINGW, "-municode", "-O2", "-o", str(spawn), str(tmp_path / "spawn.c")], check=True,
+                   timeout=120)
+    shutil.copy2(ROOT / "scripts" / "prtg-roundtrip.bat", sensors / "prtg-roundtrip.bat")
+    wine = launchers.Wine(spawn.parent)
+    proc = wine.run_bat(sensors / "prtg-roundtrip.bat", "")
+    assert proc.returncode == 0 and proc.stdout.strip() == expected, proc
