@@ -143,3 +143,46 @@ def test_the_bat_declares_script_v2_in_the_scripts_folder_under_wine(tmp_path: P
     wine = launchers.Wine(spawn.parent)
     proc = wine.run_bat(sensors / "prtg-roundtrip.bat", "")
     assert proc.returncode == 0 and proc.stdout.strip() == expected, proc
+
+
+def test_the_bat_without_python_answers_script_v2_in_the_scripts_folder_under_wine(tmp_path: Path) -> None:
+    import test_launchers as launchers
+
+    if shutil.which("wine") is None or shutil.which(launchers.MINGW) is None:
+        pytest.skip("wine or MinGW not installed: run tools/install-wine (as root) for the .bat tests")
+    sensors = tmp_path / "PRTG Network Monitor (x86)" / "Custom Sensors" / "scripts"
+    sensors.mkdir(parents=True)
+    shutil.copy2(ROOT / "scripts" / "prtg-roundtrip.bat", sensors / "prtg-roundtrip.bat")
+    spawn = tmp_path / "bin" / "spawn.exe"
+    spawn.parent.mkdir()
+    (tmp_path / "spawn.c").write_text(launchers.SPAWN_C, encoding="utf-8")
+    subprocess.run([launchers.MINGW, "-municode", "-O2", "-o", str(spawn), str(tmp_path / "spawn.c")], check=True,
+                   timeout=120)
+    wine = launchers.Wine(spawn.parent)
+    proc = wine.run_bat(sensors / "prtg-roundtrip.bat", "")  # no Python next to it, none in the prefix
+    text = proc.stdout.decode("utf-8", "replace")
+    assert proc.returncode == 0 and check_output.check(text, "script-v2") == [], text
+    assert "no Python found" in str(check_output.parse(text, "script-v2").text)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminals")
+@pytest.mark.parametrize("terminal, fmt", [(False, "script-v2"), (True, "prtg-xml")])
+def test_the_sh_declares_script_v2_only_off_a_terminal(tmp_path: Path, terminal: bool, fmt: str) -> None:
+    """Without a Python (the error document's format shows the decision): no arguments and a piped
+    stdin is Script v2; no arguments at a terminal is not."""
+    import pty
+
+    launcher = Path(shutil.copy2(ROOT / "scripts" / "prtg-roundtrip.sh", tmp_path / "prtg-roundtrip.sh"))
+    launcher.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("prtg_", "PRTG_ROUNDTRIP"))}
+    env["PRTG_ROUNDTRIP_PYTHON"] = str(tmp_path / "no-such-python")
+    controller, tty = pty.openpty() if terminal else (None, None)
+    try:
+        proc = subprocess.run([str(launcher)], stdin=tty if terminal else subprocess.PIPE, capture_output=True,
+                              env=env, timeout=60, check=False)
+    finally:
+        for fd in (controller, tty):
+            if fd is not None:
+                os.close(fd)
+    text = proc.stdout.decode("utf-8")
+    assert proc.returncode == 0 and check_output.check(text, fmt) == [], text
