@@ -247,8 +247,9 @@ def _sniff_format(argv: Sequence[str], default: OutputFormat) -> OutputFormat:
 
 STDIN_WAIT_SECONDS = 5.0  # for the first byte of the parameters, when the launcher says Script v2
 STDIN_IDLE_SECONDS = 0.5  # a line that never gets its newline is taken after this much silence
-# Set to 1 by the Script v2 launcher (scripts/prtg-roundtrip.sh): PRTG's Script v2 sensor passes
-# the Parameters field on stdin, and the answer is a Script v2 document.
+# Set to 1 by the launchers where they run as Script v2 (prtg-roundtrip.sh without arguments off a
+# terminal, prtg-roundtrip.bat in Custom Sensors\scripts): PRTG's Script v2 sensor passes the
+# Parameters field on stdin, and the answer is a Script v2 document.
 SCRIPT_V2_MARKER = "PRTG_ROUNDTRIP_SCRIPT_V2"
 
 
@@ -300,9 +301,12 @@ def _stdin_waiting(stdin: Optional[IO[bytes]]) -> bool:
     try:
         if stream.isatty():
             return False
+    except (OSError, ValueError):
+        return False
+    try:
         fd = stream.fileno()
     except (OSError, ValueError, AttributeError):  # an in-memory stream: what it holds is there now
-        return not _is_tty(stream)
+        return True
     if sys.platform == "win32":
         return _windows_waiting(fd)
     import select
@@ -311,13 +315,6 @@ def _stdin_waiting(stdin: Optional[IO[bytes]]) -> bool:
         return bool(select.select([fd], [], [], 0)[0])
     except (OSError, ValueError):
         return False
-
-
-def _is_tty(stream: IO[bytes]) -> bool:
-    try:
-        return stream.isatty()
-    except (OSError, ValueError):
-        return True
 
 
 def _windows_waiting(fd: int) -> bool:
