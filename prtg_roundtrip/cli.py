@@ -14,7 +14,7 @@ import re
 import sys
 import threading
 from dataclasses import replace
-from typing import IO, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple
+from typing import IO, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union
 
 from . import __version__
 from .auth import AuthMethod, Mechanism, Provider
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="none (default), password, or oauth2 (XOAUTH2/OAUTHBEARER with a token)")
     smtp.add_argument("--smtp-user", metavar="USER", help="login name (with oauth2: the mailbox to send as)")
     smtp.add_argument("--smtp-password", metavar="PASSWORD",
-                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER")
+                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER, placeholder:N")
     smtp.add_argument("--smtp-credentials", choices=_choices(Credentials),
                       help="take user and password from the device's Linux or Windows credentials "
                       "(prtg_linuxuser/... placeholders as environment values)")
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="password (default), or oauth2 (XOAUTH2/OAUTHBEARER with a token)")
     imap.add_argument("--imap-user", metavar="USER")
     imap.add_argument("--imap-password", metavar="PASSWORD",
-                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER")
+                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER, placeholder:N")
     imap.add_argument("--imap-credentials", choices=_choices(Credentials),
                       help="take user and password from the device's Linux or Windows credentials")
     imap.add_argument("--imap-refresh-token", metavar="REF",
@@ -212,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--format", choices=_choices(OutputFormat), default=OutputFormat.PRTG_XML.value)
     out.add_argument("--channels", choices=_choices(ChannelSet), default=ChannelSet.STANDARD.value,
-                     help="standard: PRTG's three channels; detailed: also each phase")
+                     help="standard: Total, Response Time (SMTP), Response Time (IMAP), and "
+                     "SMTP Certificate / IMAP Certificate for each leg whose TLS mode is not off (days "
+                     "until the verified certificate expires; -1: none verified, as after a fall-back "
+                     "to plain text or with --insecure); detailed: also each phase (see the README)")
     out.add_argument("--warning-ms", "-w", "--warning", dest="warning_ms", type=_milliseconds, metavar="MS",
                      help="warning limit on Total (PRTG: applies when PRTG creates the channel; "
                      "Nagios: WARNING above it)")
@@ -223,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write the document to FILE (atomically: a temporary file renamed over it) "
                      "instead of stdout, e.g. for node_exporter's textfile collector")
     out.add_argument("--store-result", action="store_true",
-                     help="write 'Result of Sensor <ID>.txt' and '.Data.txt' (PRTG's Result Handling)")
+                     help="write 'Result of Sensor <ID>.prtg-roundtrip.txt' and '.Data.txt' (as PRTG's "
+                     "Result Handling does, under names of their own)")
     out.add_argument("--result-dir", metavar="DIR",
                      help="where --store-result writes (default: PRTG's Logs\\sensors folder)")
     out.add_argument("--timeout", type=_seconds(5, MAX_SECONDS), default=60.0, metavar="SEC",
@@ -247,14 +251,6 @@ def _sniff_format(argv: Sequence[str], default: OutputFormat) -> OutputFormat:
         if value in _choices(OutputFormat):
             return OutputFormat(value)
     return default
-
-
-def _default_format(argv: Sequence[str], stdout_is_tty: bool) -> OutputFormat:
-    """The format when --format is not given: the readable text for a person at a terminal;
-    under PRTG (no terminal) PRTG's XML, or Script v2 when the options come on stdin."""
-    if stdout_is_tty:
-        return OutputFormat.TEXT
-    return OutputFormat.PRTG_XML if argv else OutputFormat.SCRIPT_V2
 
 
 def _is_tty(stream: object) -> bool:
@@ -291,27 +287,114 @@ def _usage(stdout: Optional[IO[bytes]]) -> int:
     return 0
 
 
-STDIN_WAIT_SECONDS = 5.0  # for the first byte of the parameters on stdin
+STDIN_WAIT_SECONDS = 5.0  # for the first byte of the parameters, when the launcher says Script v2
 STDIN_IDLE_SECONDS = 0.5  # a line that never gets its newline is taken after this much silence
+# Set to 1 by the launchers where they run as Script v2 (prtg-roundtrip.sh without arguments off a
+# terminal, prtg-roundtrip.bat in Custom Sensors\scripts): PRTG's Script v2 sensor passes the
+# Parameters field on stdin, and the answer is a Script v2 document.
+SCRIPT_V2_MARKER = "PRTG_ROUNDTRIP_SCRIPT_V2"
 
 
-def _stdin_params(stdin: Optional[IO[bytes]]) -> List[str]:
-    """Script v2 passes the Parameters field on stdin (when stdin is not a terminal): one line,
-    read within a few seconds, never waiting for an end of file that may not come."""
-    stream = stdin if stdin is not None else sys.stdin.buffer
-    try:
-        if stream.isatty():
-            return []
-    except (OSError, ValueError):
-        return []
-    line = read_line(stream, STDIN_WAIT_SECONDS, STDIN_IDLE_SECONDS, MAX_PARAMETER_CHARS)
-    if line is None:
+def _default_format(
+    argv: Sequence[str], environ: Mapping[str, str], stdin: Optional[IO[bytes]], stdout_is_tty: bool
+) -> Tuple[OutputFormat, Union[List[str], str, None]]:
+    """The format when --format is not given, and where the parameters come from: the command
+    line (a list), or the line read from stdin (a string; None: longer than allowed).
+
+    Script v2 only when something says so, never from an empty command line alone: the Script v2
+    launcher's marker (then stdin is read, within STDIN_WAIT_SECONDS), or, without arguments, a
+    parameter line already waiting on stdin. A closed, empty or silent stdin is not Script v2
+    and is not waited for. Otherwise the readable text for a person at a terminal, and PRTG XML
+    under PRTG (no terminal; EXE/Script Advanced, also with empty Parameters)."""
+    if environ.get(SCRIPT_V2_MARKER) == "1":
+        return OutputFormat.SCRIPT_V2, (list(argv) if argv else _stdin_line(stdin, STDIN_WAIT_SECONDS))
+    if stdout_is_tty:
+        return OutputFormat.TEXT, list(argv)
+    if argv or not _stdin_waiting(stdin):
+        return OutputFormat.PRTG_XML, list(argv)
+    line = _stdin_line(stdin, STDIN_WAIT_SECONDS)  # something is there: the first read returns at once
+    return (OutputFormat.SCRIPT_V2 if line != "" else OutputFormat.PRTG_XML), line
+
+
+def _parameters(given: Union[List[str], str, None]) -> List[str]:
+    if given is None:
         raise ParameterError(
             f"the parameters on stdin are longer than {MAX_PARAMETER_CHARS} bytes",
             hint="Check the sensor's Parameters field",
         )
-    text = line.decode("utf-8", "surrogateescape").strip()
-    return split_parameters(text, windows=os.name == "nt")
+    if isinstance(given, str):
+        return split_parameters(given, windows=os.name == "nt")
+    return given
+
+
+def _stdin_line(stdin: Optional[IO[bytes]], wait: float) -> Optional[str]:
+    """The Parameters field from stdin (not a terminal): one line, stripped, never waiting for
+    an end of file that may not come; None if it is longer than MAX_PARAMETER_CHARS."""
+    stream = stdin if stdin is not None else sys.stdin.buffer
+    try:
+        if stream.isatty():
+            return ""
+    except (OSError, ValueError):
+        return ""
+    line = read_line(stream, wait, STDIN_IDLE_SECONDS, MAX_PARAMETER_CHARS)
+    return None if line is None else line.decode("utf-8", "surrogateescape").strip()
+
+
+def _stdin_waiting(stdin: Optional[IO[bytes]]) -> bool:
+    """Whether stdin holds something to read right now (data, or its end), without waiting."""
+    stream = stdin if stdin is not None else sys.stdin.buffer
+    try:
+        if stream.isatty():
+            return False
+    except (OSError, ValueError):
+        return False
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):  # an in-memory stream: what it holds is there now
+        return True
+    if sys.platform == "win32":
+        return _windows_waiting(fd)
+    import select
+
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
+
+
+def _windows_waiting(fd: int) -> bool:
+    """A file redirected to stdin, or a pipe with bytes in it (PeekNamedPipe); not a console."""
+    import stat
+
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return True
+    except OSError:
+        return False
+    if sys.platform != "win32":  # pragma: no cover - for the type checker
+        return False
+    import ctypes
+    import msvcrt
+
+    available = ctypes.c_ulong(0)
+    try:
+        handle = msvcrt.get_osfhandle(fd)
+    except OSError:
+        return False
+    peek = ctypes.windll.kernel32.PeekNamedPipe
+    return bool(peek(handle, None, 0, None, ctypes.byref(available), None)) and available.value > 0
+
+
+def _empty_parameters(environ: Mapping[str, str]) -> ParameterError:
+    """What a run without any parameter lacks, all of it named at once."""
+    needed = ["--from", "--to", "--imap-host", "--imap-user", "--imap-password (or --imap-credentials linux|windows)"]
+    if not environ.get("prtg_host"):
+        needed.append("--smtp-host (or PRTG's %host: 'Set placeholders as environment values')")
+    return ParameterError(
+        "no parameters were given; the sensor needs at least " + ", ".join(needed),
+        hint="Fill in the sensor's Parameters field (EXE/Script Advanced, Script v2) or Additional Parameters "
+        "(Python Script Advanced); see the README",
+    )
 
 
 def read_line(stream: IO[bytes], wait: float, idle: float, limit: int) -> Optional[bytes]:
@@ -431,11 +514,10 @@ def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]], cache_
     """Write the document (to --output, or stdout); return the report written (a refused
     --output file makes it an error report, on stdout). `cache_folder`: see render()."""
     global _emitted, _emitting
-    from .render import render
-
     _emitting = True
     # UTF-8 without BOM, whatever the code page; render() keeps only characters XML allows.
-    document = render(report, fmt, cache_folder, colour=_colour and fmt is OutputFormat.TEXT).encode("utf-8", "replace")
+    document = _document(report, fmt, cache_folder, colour=_colour and fmt is OutputFormat.TEXT).encode(
+        "utf-8", "replace")
     out = stdout if stdout is not None else sys.stdout.buffer
     with _OUTPUT_LOCK:
         if _emitted and stdout is None:
@@ -450,10 +532,22 @@ def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]], cache_
             except OSError as exc:  # the document goes to stdout instead, saying why
                 cause = output_problem(_output_file, exc)
                 report = Report.failure(f"Output: {cause}.", _problem("Output", cause, attempted=False))
-                document = render(report, fmt).encode("utf-8", "replace")
+                document = _document(report, fmt).encode("utf-8", "replace")
         out.write(document)
         out.flush()
     return report
+
+
+def _document(report: Report, fmt: OutputFormat, cache_folder: Optional[str] = None, colour: bool = False) -> str:
+    """The rendered document, checked: one that does not parse becomes a minimal error document."""
+    from .outcheck import checked, failed_render
+    from .render import render
+
+    try:
+        document = render(report, fmt, cache_folder, colour=colour)
+    except Exception as exc:  # noqa: BLE001 - a template bug must still give PRTG a document
+        return failed_render(exc, fmt)
+    return checked(document, fmt)
 
 
 def _last_resort(budget: float, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> threading.Timer:
@@ -626,7 +720,8 @@ def main(
         return _usage(stdout)  # a person typed the bare command: say how to use it
     from .secrets import environment_secrets, registered
 
-    default = fmt = _format = _default_format(argv, _is_tty(out_stream))
+    default = fmt = _format = OutputFormat.SCRIPT_V2 if raw_environ.get(SCRIPT_V2_MARKER) == "1" else (
+        OutputFormat.TEXT if _is_tty(out_stream) else OutputFormat.PRTG_XML)  # until the parameters are known
     from .monitors import use_colour
 
     _colour = use_colour(out_stream, raw_environ)  # used by the text format only
@@ -636,9 +731,12 @@ def main(
     checked: Mapping[str, str] = _CheckedEnviron(raw_environ)
     verbose, settings, transcript, values = False, None, None, {}
     try:
-        if not argv:  # Script v2: parameters on stdin, and its format unless told otherwise
-            argv = _stdin_params(stdin)
+        default, given = _default_format(argv, raw_environ, stdin, _is_tty(out_stream))
+        fmt = _format = default
+        argv = _parameters(given)
         fmt = _format = _sniff_format(argv, default)
+        if not argv:
+            raise _empty_parameters(raw_environ)
         secrets += _sniff_secrets(argv)
         _check_length(argv)
         parser = build_parser()
@@ -716,7 +814,6 @@ def _store_result(
     secrets: Tuple[str, ...],
 ) -> Report:
     """Write PRTG's result files; say in the text when that is impossible (the run stands)."""
-    from .render import render
     from .resultfile import default_result_dir, write_result_files
 
     directory = settings.output.result_dir or default_result_dir(environ)
@@ -727,7 +824,8 @@ def _store_result(
     inputs = sorted(values.items()) + sorted((k, v) for k, v in raw.items() if k.startswith("prtg_"))
     try:
         write_result_files(
-            directory, settings.sensor_id, render(report, fmt), inputs, transcript.text() if transcript else "", secrets
+            directory, settings.sensor_id, _document(report, fmt), inputs,
+            transcript.text() if transcript else "", secrets,
         )
     except OSError as exc:
         return report.with_note(f"Result files not written to {directory}: {exc.strerror}")

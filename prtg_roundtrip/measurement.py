@@ -4,8 +4,11 @@ The legs, in milliseconds of the monotonic clock:
 - Response Time (SMTP): start of the TCP connect -> the server's 250 after DATA.
 - Response Time (IMAP): that 250 -> the mailbox check that saw the probe returned.
 - Total: SMTP + IMAP.
-Where TLS was used, `SMTP Certificate` and `IMAP Certificate` give the days until the server's
-verified certificate expires. Detailed channels (--channels detailed) split the legs further;
+For each leg configured to use TLS (any --smtp-tls / --imap-tls mode but off), `SMTP Certificate`
+and `IMAP Certificate` give the days until the server's verified certificate expires, and -1
+(NO_CERTIFICATE) when this run verified none: the connection fell back to plain text, or
+--insecure skipped the check. PRTG keys channels by name, so the set depends on the settings
+only, never on what a server offered in one run. Detailed channels (--channels detailed) split the legs further;
 each states its start and end.
 """
 
@@ -30,6 +33,7 @@ class Measurement:
     search: str  # "server search" or "local search"
     token_seconds: Optional[float] = None  # getting OAuth2 tokens, before both legs (None: no OAuth2)
     notes: Tuple[str, ...] = ()
+    tls_legs: Tuple[str, ...] = ()  # "SMTP" / "IMAP": the legs whose TLS mode is not off
 
     @property
     def smtp_ms(self) -> float:
@@ -47,6 +51,8 @@ class Measurement:
 def _ms(start: float, end: float) -> float:
     return max(0.0, (end - start) * 1000.0)
 
+
+NO_CERTIFICATE = -1.0  # a certificate channel's value when no certificate was verified
 
 # Script v2 identifies channels by number: these never change from run to run.
 CHANNEL_IDS = {
@@ -78,12 +84,12 @@ def channels(m: Measurement, output: OutputSettings) -> Tuple[Channel, ...]:
         _channel("Response Time (IMAP)", m.imap_ms),
     ]
     s, r = m.send, m.receive
-    # Days until each verified server certificate expires, where TLS was used: PRTG can alarm
-    # before a certificate lapses (set a lower limit on the channel).
-    for name, days in (("SMTP Certificate", s.security.certificate_days),
-                       ("IMAP Certificate", r.security.certificate_days)):
-        if days is not None:
-            result.append(_channel(name, days, unit="Custom", custom_unit="days"))
+    # Days until each verified server certificate expires, for every leg set to use TLS: PRTG can
+    # alarm before a certificate lapses (set a lower limit on the channel; -1 trips it too).
+    for leg, days in (("SMTP", s.security.certificate_days), ("IMAP", r.security.certificate_days)):
+        if leg in m.tls_legs or days is not None:
+            value = NO_CERTIFICATE if days is None else days
+            result.append(_channel(f"{leg} Certificate", value, unit="Custom", custom_unit="days"))
     if output.channels is ChannelSet.DETAILED:
         # SMTP Connect: TCP connect start -> greeting read (implicit TLS handshake included)
         result.append(_channel("SMTP Connect", _ms(s.started_at, s.connected_at)))

@@ -42,6 +42,14 @@ class Channel:
         return str(round(self.value))
 
     @property
+    def limit_max_warning_text(self) -> Optional[str]:
+        return None if self.limit_max_warning is None else number_text(self.limit_max_warning)
+
+    @property
+    def limit_max_error_text(self) -> Optional[str]:
+        return None if self.limit_max_error is None else number_text(self.limit_max_error)
+
+    @property
     def has_limits(self) -> bool:
         return self.limit_max_warning is not None or self.limit_max_error is not None
 
@@ -177,6 +185,16 @@ def usable_secrets(secrets: Iterable[str]) -> Tuple[str, ...]:
             if form and form not in found:
                 found.append(form)
     return tuple(found)
+
+
+def number_text(value: float) -> str:
+    """A finite number as PRTG's examples write it: integral values as integers (500, not
+    500.0), others in plain decimal notation with '.' (0.00001, never 1e-05)."""
+    if float(value).is_integer():
+        return str(int(value))
+    from decimal import Decimal
+
+    return format(Decimal(repr(float(value))), "f")
 
 
 def clean_text(text: str) -> str:

@@ -626,7 +626,7 @@ def test_bat_search_order_under_wine(wine, exexml, tmp_path):
 
 
 @pytest.mark.parametrize(("params", "fmt"), [
-    ("", "script-v2"),
+    ("", "prtg-xml"),  # EXE/Script Advanced with an empty Parameters field (issue 11)
     ('--imap-host "a & b"', "prtg-xml"),
     ("--format prtg-json", "prtg-json"),
     ("--format=prtg-json", "prtg-json"),

@@ -413,8 +413,9 @@ def test_the_bare_command_at_a_terminal_says_how_to_use_it() -> None:
 
 
 def test_without_a_terminal_nothing_changes(stack: Dict[str, Any]) -> None:
-    bare = run([])  # PRTG's Script v2 with an empty stdin: its error document, as before
-    assert check_output.check(bare.stdout, "script-v2") == [] and check_output.parse(bare.stdout, "script-v2").error
+    bare = run([])  # EXE/Script Advanced with empty Parameters: PRTG XML naming what is missing
+    assert check_output.check(bare.stdout, "prtg-xml") == [] and check_output.parse(bare.stdout, "prtg-xml").error
+    assert "no parameters were given" in bare.stdout
     refused = run(["--imap-port", "99999"])
     assert check_output.check(refused.stdout, "prtg-xml") == [], refused.stdout
     assert refused.returncode == 0
@@ -574,3 +575,15 @@ def test_readme_command_lines_use_real_options() -> None:
         assert values["format"] in ("nagios", "openmetrics")
         assert values["imap_password"].startswith("file:") and values["smtp_password"].startswith("file:")
         assert values["timeout"] <= 60
+
+
+def test_minimal_error_documents_of_the_other_formats_parse():
+    """outcheck's last-resort documents (a template that failed) for nagios and openmetrics."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    from prtg_roundtrip.outcheck import minimal_error
+
+    nagios = minimal_error("broken | template", OutputFormat.NAGIOS)
+    assert nagios.startswith("ROUNDTRIP UNKNOWN - ") and "|" not in nagios
+    families = list(text_string_to_metric_families(minimal_error("broken", OutputFormat.OPENMETRICS)))
+    assert [(f.name, [s.value for s in f.samples]) for f in families] == [("roundtrip_success", [0.0])]
