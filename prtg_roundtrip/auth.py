@@ -76,17 +76,21 @@ class TokenSource:
 
 @dataclass(frozen=True)
 class NoAuth:
-    pass
+    """No login on this leg (--smtp-auth none)."""
 
 
 @dataclass(frozen=True)
 class PasswordAuth:
+    """A user name and password (SASL PLAIN or LOGIN)."""
+
     user: str
     password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
 class OAuth2Auth:
+    """An OAuth2 login: the user, where its access token comes from, and how it is sent."""
+
     user: str
     source: TokenSource
     mechanism: Mechanism = Mechanism.AUTO

@@ -9,7 +9,6 @@ token source: `--LEG-token-command`, or the one OAuth2 client both legs share
 
 from __future__ import annotations
 
-import ipaddress
 import os.path
 import urllib.parse
 from dataclasses import replace
@@ -37,6 +36,8 @@ LOOPBACK_NAMES = ("localhost", "localhost.")
 def is_loopback(host: str) -> bool:
     if host.lower() in LOOPBACK_NAMES:
         return True
+    import ipaddress  # (only OAuth2 settings ask)
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:

@@ -13,13 +13,14 @@ import os
 import re
 import sys
 import threading
-from typing import IO, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple
+from dataclasses import replace
+from typing import IO, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union
 
 from . import __version__
 from .auth import AuthMethod, Mechanism, Provider
 from .deadline import current_step, note_step, now, process_start, run_start, set_run_start
 from .errors import ParameterError, RoundTripError
-from .report import Report, usable_secrets
+from .report import Failure, Report, usable_secrets
 from .settings import (
     ChannelSet,
     Credentials,
@@ -121,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send a marked mail by SMTP, wait for it in an IMAP mailbox, delete it, and "
         "report the time of each leg as PRTG channels (SMTP&IMAP Round Trip).",
         epilog="Failures are reported inside the document (<error>1</error>) with exit code 0, "
-        "as PRTG expects. Add --format text --verbose at a console to see a redacted transcript.",
+        "as PRTG expects (--format nagios: exit code 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). "
+        "'prtg-roundtrip check ARGS' connects and logs in on both legs and sends nothing. "
+        "Add --verbose at a console to see a redacted transcript.",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
@@ -141,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="none (default), password, or oauth2 (XOAUTH2/OAUTHBEARER with a token)")
     smtp.add_argument("--smtp-user", metavar="USER", help="login name (with oauth2: the mailbox to send as)")
     smtp.add_argument("--smtp-password", metavar="PASSWORD",
-                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER")
+                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER, placeholder:N")
     smtp.add_argument("--smtp-credentials", choices=_choices(Credentials),
                       help="take user and password from the device's Linux or Windows credentials "
                       "(prtg_linuxuser/... placeholders as environment values)")
@@ -162,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="password (default), or oauth2 (XOAUTH2/OAUTHBEARER with a token)")
     imap.add_argument("--imap-user", metavar="USER")
     imap.add_argument("--imap-password", metavar="PASSWORD",
-                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER")
+                      help="a password, or a reference: env:NAME, file:PATH, keyring:SERVICE/USER, placeholder:N")
     imap.add_argument("--imap-credentials", choices=_choices(Credentials),
                       help="take user and password from the device's Linux or Windows credentials")
     imap.add_argument("--imap-refresh-token", metavar="REF",
@@ -209,13 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--format", choices=_choices(OutputFormat), default=OutputFormat.PRTG_XML.value)
     out.add_argument("--channels", choices=_choices(ChannelSet), default=ChannelSet.STANDARD.value,
-                     help="standard: PRTG's three channels; detailed: also each phase")
-    out.add_argument("--warning-ms", type=_milliseconds, metavar="MS",
-                     help="PRTG warning limit on Total (applies when PRTG creates the channel)")
-    out.add_argument("--error-ms", type=_milliseconds, metavar="MS",
-                     help="PRTG error limit on Total (applies when PRTG creates the channel)")
+                     help="standard: Total, Response Time (SMTP), Response Time (IMAP), and "
+                     "SMTP Certificate / IMAP Certificate for each leg whose TLS mode is not off (days "
+                     "until the verified certificate expires; -1: none verified, as after a fall-back "
+                     "to plain text or with --insecure); detailed: also each phase (see the README)")
+    out.add_argument("--warning-ms", "-w", "--warning", dest="warning_ms", type=_milliseconds, metavar="MS",
+                     help="warning limit on Total (PRTG: applies when PRTG creates the channel; "
+                     "Nagios: WARNING above it)")
+    out.add_argument("--error-ms", "-c", "--critical", dest="error_ms", type=_milliseconds, metavar="MS",
+                     help="error limit on Total (PRTG: applies when PRTG creates the channel; "
+                     "Nagios: CRITICAL above it)")
+    out.add_argument("--output", metavar="FILE",
+                     help="write the document to FILE (atomically: a temporary file renamed over it) "
+                     "instead of stdout, e.g. for node_exporter's textfile collector")
     out.add_argument("--store-result", action="store_true",
-                     help="write 'Result of Sensor <ID>.txt' and '.Data.txt' (PRTG's Result Handling)")
+                     help="write 'Result of Sensor <ID>.prtg-roundtrip.txt' and '.Data.txt' (as PRTG's "
+                     "Result Handling does, under names of their own)")
     out.add_argument("--result-dir", metavar="DIR",
                      help="where --store-result writes (default: PRTG's Logs\\sensors folder)")
     out.add_argument("--timeout", type=_seconds(5, MAX_SECONDS), default=60.0, metavar="SEC",
@@ -241,27 +253,148 @@ def _sniff_format(argv: Sequence[str], default: OutputFormat) -> OutputFormat:
     return default
 
 
-STDIN_WAIT_SECONDS = 5.0  # for the first byte of the parameters on stdin
-STDIN_IDLE_SECONDS = 0.5  # a line that never gets its newline is taken after this much silence
-
-
-def _stdin_params(stdin: Optional[IO[bytes]]) -> List[str]:
-    """Script v2 passes the Parameters field on stdin (when stdin is not a terminal): one line,
-    read within a few seconds, never waiting for an end of file that may not come."""
-    stream = stdin if stdin is not None else sys.stdin.buffer
+def _is_tty(stream: object) -> bool:
     try:
-        if stream.isatty():
-            return []
-    except (OSError, ValueError):
-        return []
-    line = read_line(stream, STDIN_WAIT_SECONDS, STDIN_IDLE_SECONDS, MAX_PARAMETER_CHARS)
-    if line is None:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+USAGE = """\
+prtg-roundtrip {version}: sends a marked mail by SMTP, waits for it in an IMAP mailbox, deletes it,
+and reports how long each leg took.
+
+usage: prtg-roundtrip [--smtp-host HOST] --imap-host HOST --imap-user USER --imap-password PW
+                      --from ADDRESS --to ADDRESS [options]
+       prtg-roundtrip check [the same options]   connect and log in on both legs, send nothing
+       prtg-roundtrip --help                     every option
+
+example:
+  prtg-roundtrip --smtp-host mail.example.com --smtp-port 587 --smtp-tls starttls \\
+      --smtp-auth password --smtp-user monitor@example.com --smtp-password env:SMTP_PASSWORD \\
+      --imap-host mail.example.com --imap-tls tls --imap-user monitor@example.com \\
+      --imap-password env:IMAP_PASSWORD --from monitor@example.com --to monitor@example.com
+
+At a terminal the result is readable text; monitors choose --format prtg-xml, prtg-json,
+script-v2, nagios or openmetrics.
+"""
+
+
+def _usage(stdout: Optional[IO[bytes]]) -> int:
+    out = stdout if stdout is not None else sys.stdout.buffer
+    out.write(USAGE.format(version=__version__).encode("utf-8"))
+    out.flush()
+    return 0
+
+
+STDIN_WAIT_SECONDS = 5.0  # for the first byte of the parameters, when the launcher says Script v2
+STDIN_IDLE_SECONDS = 0.5  # a line that never gets its newline is taken after this much silence
+# Set to 1 by the launchers where they run as Script v2 (prtg-roundtrip.sh without arguments off a
+# terminal, prtg-roundtrip.bat in Custom Sensors\scripts): PRTG's Script v2 sensor passes the
+# Parameters field on stdin, and the answer is a Script v2 document.
+SCRIPT_V2_MARKER = "PRTG_ROUNDTRIP_SCRIPT_V2"
+
+
+def _default_format(
+    argv: Sequence[str], environ: Mapping[str, str], stdin: Optional[IO[bytes]], stdout_is_tty: bool
+) -> Tuple[OutputFormat, Union[List[str], str, None]]:
+    """The format when --format is not given, and where the parameters come from: the command
+    line (a list), or the line read from stdin (a string; None: longer than allowed).
+
+    Script v2 only when something says so, never from an empty command line alone: the Script v2
+    launcher's marker (then stdin is read, within STDIN_WAIT_SECONDS), or, without arguments, a
+    parameter line already waiting on stdin. A closed, empty or silent stdin is not Script v2
+    and is not waited for. Otherwise the readable text for a person at a terminal, and PRTG XML
+    under PRTG (no terminal; EXE/Script Advanced, also with empty Parameters)."""
+    if environ.get(SCRIPT_V2_MARKER) == "1":
+        return OutputFormat.SCRIPT_V2, (list(argv) if argv else _stdin_line(stdin, STDIN_WAIT_SECONDS))
+    if stdout_is_tty:
+        return OutputFormat.TEXT, list(argv)
+    if argv or not _stdin_waiting(stdin):
+        return OutputFormat.PRTG_XML, list(argv)
+    line = _stdin_line(stdin, STDIN_WAIT_SECONDS)  # something is there: the first read returns at once
+    return (OutputFormat.SCRIPT_V2 if line != "" else OutputFormat.PRTG_XML), line
+
+
+def _parameters(given: Union[List[str], str, None]) -> List[str]:
+    if given is None:
         raise ParameterError(
             f"the parameters on stdin are longer than {MAX_PARAMETER_CHARS} bytes",
             hint="Check the sensor's Parameters field",
         )
-    text = line.decode("utf-8", "surrogateescape").strip()
-    return split_parameters(text, windows=os.name == "nt")
+    if isinstance(given, str):
+        return split_parameters(given, windows=os.name == "nt")
+    return given
+
+
+def _stdin_line(stdin: Optional[IO[bytes]], wait: float) -> Optional[str]:
+    """The Parameters field from stdin (not a terminal): one line, stripped, never waiting for
+    an end of file that may not come; None if it is longer than MAX_PARAMETER_CHARS."""
+    stream = stdin if stdin is not None else sys.stdin.buffer
+    try:
+        if stream.isatty():
+            return ""
+    except (OSError, ValueError):
+        return ""
+    line = read_line(stream, wait, STDIN_IDLE_SECONDS, MAX_PARAMETER_CHARS)
+    return None if line is None else line.decode("utf-8", "surrogateescape").strip()
+
+
+def _stdin_waiting(stdin: Optional[IO[bytes]]) -> bool:
+    """Whether stdin holds something to read right now (data, or its end), without waiting."""
+    stream = stdin if stdin is not None else sys.stdin.buffer
+    try:
+        if stream.isatty():
+            return False
+    except (OSError, ValueError):
+        return False
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):  # an in-memory stream: what it holds is there now
+        return True
+    if sys.platform == "win32":
+        return _windows_waiting(fd)
+    import select
+
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
+
+
+def _windows_waiting(fd: int) -> bool:
+    """A file redirected to stdin, or a pipe with bytes in it (PeekNamedPipe); not a console."""
+    import stat
+
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return True
+    except OSError:
+        return False
+    if sys.platform != "win32":  # pragma: no cover - for the type checker
+        return False
+    import ctypes
+    import msvcrt
+
+    available = ctypes.c_ulong(0)
+    try:
+        handle = msvcrt.get_osfhandle(fd)
+    except OSError:
+        return False
+    peek = ctypes.windll.kernel32.PeekNamedPipe
+    return bool(peek(handle, None, 0, None, ctypes.byref(available), None)) and available.value > 0
+
+
+def _empty_parameters(environ: Mapping[str, str]) -> ParameterError:
+    """What a run without any parameter lacks, all of it named at once."""
+    needed = ["--from", "--to", "--imap-host", "--imap-user", "--imap-password (or --imap-credentials linux|windows)"]
+    if not environ.get("prtg_host"):
+        needed.append("--smtp-host (or PRTG's %host: 'Set placeholders as environment values')")
+    return ParameterError(
+        "no parameters were given; the sensor needs at least " + ", ".join(needed),
+        hint="Fill in the sensor's Parameters field (EXE/Script Advanced, Script v2) or Additional Parameters "
+        "(Python Script Advanced); see the README",
+    )
 
 
 def read_line(stream: IO[bytes], wait: float, idle: float, limit: int) -> Optional[bytes]:
@@ -373,20 +506,48 @@ _emitting = False  # the main thread is writing it (a signal handler then leaves
 _format = OutputFormat.PRTG_XML  # the format known so far, for a signal's document
 
 
-def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> None:
-    global _emitted, _emitting
-    from .render import render
+_output_file: Optional[str] = None  # --output, once the parameters are known good
+_colour = False  # the text format may colour its words (a terminal that shows colour)
 
+
+def _emit(report: Report, fmt: OutputFormat, stdout: Optional[IO[bytes]], cache_folder: Optional[str] = None) -> Report:
+    """Write the document (to --output, or stdout); return the report written (a refused
+    --output file makes it an error report, on stdout). `cache_folder`: see render()."""
+    global _emitted, _emitting
     _emitting = True
     # UTF-8 without BOM, whatever the code page; render() keeps only characters XML allows.
-    document = render(report, fmt).encode("utf-8", "replace")
+    document = _document(report, fmt, cache_folder, colour=_colour and fmt is OutputFormat.TEXT).encode(
+        "utf-8", "replace")
     out = stdout if stdout is not None else sys.stdout.buffer
     with _OUTPUT_LOCK:
         if _emitted and stdout is None:
-            return
+            return report
         _emitted = stdout is None
+        if _output_file is not None:
+            from .monitors import output_problem, write_output
+
+            try:
+                write_output(_output_file, document)
+                return report
+            except OSError as exc:  # the document goes to stdout instead, saying why
+                cause = output_problem(_output_file, exc)
+                report = Report.failure(f"Output: {cause}.", _problem("Output", cause, attempted=False))
+                document = _document(report, fmt).encode("utf-8", "replace")
         out.write(document)
         out.flush()
+    return report
+
+
+def _document(report: Report, fmt: OutputFormat, cache_folder: Optional[str] = None, colour: bool = False) -> str:
+    """The rendered document, checked: one that does not parse becomes a minimal error document."""
+    from .outcheck import checked, failed_render
+    from .render import render
+
+    try:
+        document = render(report, fmt, cache_folder, colour=colour)
+    except Exception as exc:  # noqa: BLE001 - a template bug must still give PRTG a document
+        return failed_render(exc, fmt)
+    return checked(document, fmt)
 
 
 def _last_resort(budget: float, fmt: OutputFormat, stdout: Optional[IO[bytes]]) -> threading.Timer:
@@ -394,12 +555,12 @@ def _last_resort(budget: float, fmt: OutputFormat, stdout: Optional[IO[bytes]]) 
     reaches, such as a name lookup), print an error document and end the process."""
 
     def fire() -> None:
-        _emit(Report.failure(
+        report = _emit(Report.failure(
             f"Sensor: the run did not finish within its --timeout budget of {budget:g} s (stuck during "
             f"{current_step()}). Check the server and the network path, or raise PRTG's timeout "
             "together with --timeout."
         ), fmt, stdout)
-        os._exit(0)
+        os._exit(_exit_code(report, fmt))
 
     timer = threading.Timer(max(0.5, budget - LAST_RESORT_MARGIN - (now() - run_start())), fire)
     timer.daemon = True
@@ -422,9 +583,11 @@ def _install_stop_handlers() -> None:
             name = signal.Signals(signum).name
         except ValueError:
             name = f"signal {signum}"
-        _emit(Report.failure(f"Sensor: stopped by a signal ({name}) during {current_step()}."), _format, None)
+        report = Report.failure(f"Sensor: stopped by a signal ({name}) during {current_step()}.",
+                                _problem("Sensor", f"stopped by a signal ({name})", attempted=False))
+        report = _emit(report, _format, None)
         sys.stderr.flush()
-        os._exit(0 if _format.for_prtg else 1)
+        os._exit(_exit_code(report, _format))
 
     for name in ("SIGTERM", "SIGBREAK"):
         number = getattr(signal, name, None)
@@ -512,7 +675,23 @@ def _parameter_failure(exc: ParameterError, secrets: Tuple[str, ...]) -> Report:
     if secrets and exc.cause.startswith("unrecognized") and "not shown" in exc.cause:
         # Stray words next to a password are most likely a password split at a space.
         exc = ParameterError(exc.cause, hint="Put values that contain spaces in double quotes")
-    return Report.failure(exc.message())
+    return _failure(exc, attempted=False)
+
+
+def _problem(step: str, cause: str, attempted: bool = True, server: Optional[str] = None,
+             hint: Optional[str] = None) -> Failure:
+    return Failure(step=step, cause=cause, server=server, hint=hint, attempted=attempted)
+
+
+def _failure(exc: RoundTripError, attempted: bool = True) -> Report:
+    """The error report of a failed step, with its parts for the readable formats."""
+    return Report.failure(exc.message(), _problem(exc.step, exc.cause, attempted, exc.server, exc.hint))
+
+
+def _exit_code(report: Report, fmt: OutputFormat) -> int:
+    from .monitors import exit_code
+
+    return exit_code(report, fmt)
 
 
 def main(
@@ -521,8 +700,9 @@ def main(
     stdout: Optional[IO[bytes]] = None,
     stdin: Optional[IO[bytes]] = None,
 ) -> int:
-    """Run once; return the process exit code (always 0 for the PRTG formats)."""
-    global _format
+    """Run once; return the process exit code (monitors.exit_code: always 0 for the PRTG formats)."""
+    global _format, _output_file, _colour
+    _output_file = None
     process = stdout is None  # a real process (tests that pass a buffer run in-process)
     set_run_start(process_start() if process else now())  # budgets count from here
     note_step("reading parameters")
@@ -532,18 +712,31 @@ def main(
         from .credentials import main as credentials_main
 
         return credentials_main(argv[1:])
+    preflight = argv[:1] == ["check"]  # prtg-roundtrip check ARGS: connect and log in, send nothing
+    if preflight:
+        argv = argv[1:]
+    out_stream = stdout if stdout is not None else sys.stdout
+    if not argv and _is_tty(out_stream) and _is_tty(stdin if stdin is not None else sys.stdin):
+        return _usage(stdout)  # a person typed the bare command: say how to use it
     from .secrets import environment_secrets, registered
 
-    default = fmt = _format = OutputFormat.PRTG_XML if argv else OutputFormat.SCRIPT_V2
+    default = fmt = _format = OutputFormat.SCRIPT_V2 if raw_environ.get(SCRIPT_V2_MARKER) == "1" else (
+        OutputFormat.TEXT if _is_tty(out_stream) else OutputFormat.PRTG_XML)  # until the parameters are known
+    from .monitors import use_colour
+
+    _colour = use_colour(out_stream, raw_environ)  # used by the text format only
     if process:
         _install_stop_handlers()
     secrets: Tuple[str, ...] = environment_secrets(raw_environ)
     checked: Mapping[str, str] = _CheckedEnviron(raw_environ)
     verbose, settings, transcript, values = False, None, None, {}
     try:
-        if not argv:  # Script v2: parameters on stdin, and its format unless told otherwise
-            argv = _stdin_params(stdin)
+        default, given = _default_format(argv, raw_environ, stdin, _is_tty(out_stream))
+        fmt = _format = default
+        argv = _parameters(given)
         fmt = _format = _sniff_format(argv, default)
+        if not argv:
+            raise _empty_parameters(raw_environ)
         secrets += _sniff_secrets(argv)
         _check_length(argv)
         parser = build_parser()
@@ -553,22 +746,30 @@ def main(
         settings = build_settings(values, checked)
         fmt, verbose = settings.output.format, settings.output.verbose
         _format = fmt
+        _output_file = settings.output.output_file
         if process:
             _last_resort(settings.timeout, fmt, stdout)
-        from .roundtrip import run_round_trip
+        from .startup import prepare_imports
 
-        note_step("the round trip")  # the protocol steps say more precisely where they are
+        prepare_imports()
+        if preflight:
+            from .preflight import run_preflight as measure
+        else:
+            from .roundtrip import run_round_trip as measure
+
+        note_step("the preflight" if preflight else "the round trip")  # the protocol steps say more precisely
         console = not verbose and sys.stderr.isatty()
         transcript = Transcript(
             usable_secrets(secrets), echo=sys.stderr if verbose else None, progress=sys.stderr if console else None
         )
-        report = run_round_trip(settings, transcript, checked)
+        report = measure(settings, transcript, checked)
     except ParameterError as exc:
         report = _parameter_failure(exc, secrets)
     except RoundTripError as exc:
-        report = Report.failure(exc.message())
+        report = _failure(exc)
     except KeyboardInterrupt:
-        report = Report.failure("Sensor: interrupted by the user.")
+        report = Report.failure("Sensor: interrupted by the user.",
+                                _problem("Sensor", "interrupted by the user", attempted=False))
     except Exception as exc:  # noqa: BLE001 - the one guarded place: nothing may escape as a traceback
         if verbose:
             import traceback
@@ -576,17 +777,31 @@ def main(
             traceback.print_exc(file=sys.stderr)
         report = Report.failure(
             f"Sensor: internal error ({type(exc).__name__}: {exc}). "
-            "Run the sensor by hand with --format text --verbose and report the transcript."
+            "Run the sensor by hand with --format text --verbose and report the transcript.",
+            _problem("Sensor", f"internal error ({type(exc).__name__}: {exc})", attempted=False,
+                     hint="Run the sensor by hand with --format text --verbose and report the transcript"),
         )
     secrets += registered()  # every secret the run resolved or fetched
+    if settings is not None:
+        from .monitors import target_labels
+
+        report = replace(report, target=target_labels(settings))
     report = report.redacted(secrets)
     if settings is not None and settings.output.store_result:
         note_step("writing result files")
         report = _store_result(report, fmt, settings, values, checked, transcript, secrets)
-    _emit(report, fmt, stdout)
-    if fmt.for_prtg:
-        return 0
-    return 1 if report.error else 0
+    report = _emit(report, fmt, stdout, _cache_folder(raw_environ) if settings is not None else None)
+    return _exit_code(report, fmt)
+
+
+def _cache_folder(environ: Mapping[str, str]) -> Optional[str]:
+    """The private state folder, for compiled templates; None where it cannot be used."""
+    from .state import private_folder
+
+    try:
+        return private_folder(environ)
+    except (OSError, RoundTripError):
+        return None
 
 
 def _store_result(
@@ -599,7 +814,6 @@ def _store_result(
     secrets: Tuple[str, ...],
 ) -> Report:
     """Write PRTG's result files; say in the text when that is impossible (the run stands)."""
-    from .render import render
     from .resultfile import default_result_dir, write_result_files
 
     directory = settings.output.result_dir or default_result_dir(environ)
@@ -610,7 +824,8 @@ def _store_result(
     inputs = sorted(values.items()) + sorted((k, v) for k, v in raw.items() if k.startswith("prtg_"))
     try:
         write_result_files(
-            directory, settings.sensor_id, render(report, fmt), inputs, transcript.text() if transcript else "", secrets
+            directory, settings.sensor_id, _document(report, fmt), inputs,
+            transcript.text() if transcript else "", secrets,
         )
     except OSError as exc:
         return report.with_note(f"Result files not written to {directory}: {exc.strerror}")

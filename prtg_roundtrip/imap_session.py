@@ -11,11 +11,12 @@ ASCII (RFC 3501 astring); an OAuth2 token as XOAUTH2 or OAUTHBEARER, and never w
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import re
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from imapclient import IMAPClient
 from imapclient import tls as imapclient_tls
@@ -27,6 +28,7 @@ from .auth import BearerLogin, Login, PasswordAuth
 from .deadline import Deadline, now
 from .errors import ImapError
 from .settings import ImapSettings, TlsSettings
+from .sockets import Coalescer
 from .tls import (
     IMAP_LEG,
     Connector,
@@ -88,6 +90,13 @@ class _Client(IMAPClient):
                 session.socket_opened(sock)
                 return sock
 
+            def send(self, data: bytes) -> None:
+                # one write per command line: IMAPClient writes a command in pieces (sockets.py)
+                coalescer = self.__dict__.get("_coalescer")
+                if coalescer is None:
+                    coalescer = self._coalescer = Coalescer(super().send)
+                coalescer.send(data)
+
             def _get_capabilities(self) -> None:
                 session.phase = "CAPABILITY"
                 super()._get_capabilities()
@@ -113,6 +122,8 @@ class ImapSession(Connector):
         self.logged_in_at = 0.0
         self.cleartext: List[str] = []  # "the IMAP password was sent without TLS", once sent
         self.mechanism = ""  # the SASL mechanism of an OAuth2 login
+        self.auth_method = ""  # how the login went: "PLAIN", "LOGIN", or the OAuth2 mechanism
+        self.login_capabilities: Tuple[str, ...] = ()  # what the server announced before the login (AUTH=...)
         self.challenge = ""  # the server's OAuth2 error challenge, in words
         self._handler = _TranscriptHandler(transcript)
         self._logger = logging.getLogger("imapclient")
@@ -253,6 +264,9 @@ class ImapSession(Connector):
         assert client is not None
         self.phase = "LOGIN"
         self.arm_timeout()
+        # What the server announced before the login (its AUTH= list), as imaplib noted it at the
+        # greeting or after STARTTLS: no command of its own (capabilities() would send one).
+        self.login_capabilities = tuple(str(c) for c in getattr(client._imap, "capabilities", ()))
         try:
             if isinstance(login, BearerLogin):
                 self._bearer(client, login)
@@ -276,7 +290,12 @@ class ImapSession(Connector):
         self._handler.muted = True
         if client.has_capability("AUTH=PLAIN"):
             self.transcript.add("IMAP", ">", f"AUTHENTICATE PLAIN {MASK}")
-            client.plain_login(login.user, login.password)
+            self.auth_method = "PLAIN"
+            if client.has_capability("SASL-IR"):  # RFC 4959: the response goes with the command
+                response = base64.b64encode(sasl.plain(login.user, login.password))
+                self._one_line_login(client, b"AUTHENTICATE", [b"PLAIN", response])
+            else:
+                client.plain_login(login.user, login.password)
             return
         if client.has_capability("LOGINDISABLED"):
             raise self.fail(
@@ -284,8 +303,14 @@ class ImapSession(Connector):
                 "Choose a TLS mode for IMAP (--imap-tls starttls or tls)",
             )
         self.transcript.add("IMAP", ">", f"LOGIN {MASK}")
+        self.auth_method = "LOGIN"
+        self._one_line_login(client, b"LOGIN", [astring(login.user), astring(login.password)])
+
+    @staticmethod
+    def _one_line_login(client: IMAPClient, command: bytes, args: List[bytes]) -> None:
+        """A login that is one command and its tagged answer (one round trip)."""
         try:
-            typ, data = client._raw_command(b"LOGIN", [astring(login.user), astring(login.password)], uid=False)
+            typ, data = client._raw_command(command, args, uid=False)
         except IMAPClientAbortError:
             raise
         except IMAPClientError as exc:
@@ -318,7 +343,7 @@ class ImapSession(Connector):
 
         self._handler.muted = True
         self.transcript.add("IMAP", ">", f"AUTHENTICATE {mechanism.value.upper()} {MASK}")
-        self.mechanism = mechanism.value.upper()
+        self.mechanism = self.auth_method = mechanism.value.upper()
         client.sasl_login(mechanism.value.upper(), respond)
 
     def _refusal(self, client: IMAPClient, login: Login, text: str) -> ImapError:

@@ -51,6 +51,7 @@ class ReceiveResult:
     detection: str
     checks: int
     deletion: str  # "expunged"; "flagged" (no UIDPLUS, others flagged: only \Deleted set); "failed"
+    auth: str = ""  # how the sensor logged in: "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"
 
 
 def receive_result(session: ImapSession, found: Found, deletion: str) -> ReceiveResult:
@@ -65,6 +66,7 @@ def receive_result(session: ImapSession, found: Found, deletion: str) -> Receive
         detection=found.detection,
         checks=found.checks,
         deletion=deletion,
+        auth=session.auth_method,
     )
 
 

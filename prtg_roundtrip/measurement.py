@@ -4,8 +4,11 @@ The legs, in milliseconds of the monotonic clock:
 - Response Time (SMTP): start of the TCP connect -> the server's 250 after DATA.
 - Response Time (IMAP): that 250 -> the mailbox check that saw the probe returned.
 - Total: SMTP + IMAP.
-Where TLS was used, `SMTP Certificate` and `IMAP Certificate` give the days until the server's
-verified certificate expires. Detailed channels (--channels detailed) split the legs further;
+For each leg configured to use TLS (any --smtp-tls / --imap-tls mode but off), `SMTP Certificate`
+and `IMAP Certificate` give the days until the server's verified certificate expires, and -1
+(NO_CERTIFICATE) when this run verified none: the connection fell back to plain text, or
+--insecure skipped the check. PRTG keys channels by name, so the set depends on the settings
+only, never on what a server offered in one run. Detailed channels (--channels detailed) split the legs further;
 each states its start and end.
 """
 
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 from .imap_wait import ReceiveResult
-from .report import Channel, Report
+from .report import Channel, LegDetail, Report
 from .settings import ChannelSet, OutputSettings
 from .smtp_send import SendResult
 from .tls import Security
@@ -23,11 +26,14 @@ from .tls import Security
 
 @dataclass(frozen=True)
 class Measurement:
+    """What both legs observed, ready to be judged and worded."""
+
     send: SendResult
     receive: ReceiveResult
     search: str  # "server search" or "local search"
     token_seconds: Optional[float] = None  # getting OAuth2 tokens, before both legs (None: no OAuth2)
     notes: Tuple[str, ...] = ()
+    tls_legs: Tuple[str, ...] = ()  # "SMTP" / "IMAP": the legs whose TLS mode is not off
 
     @property
     def smtp_ms(self) -> float:
@@ -46,6 +52,8 @@ def _ms(start: float, end: float) -> float:
     return max(0.0, (end - start) * 1000.0)
 
 
+NO_CERTIFICATE = -1.0  # a certificate channel's value when no certificate was verified
+
 # Script v2 identifies channels by number: these never change from run to run.
 CHANNEL_IDS = {
     "Total": 10,
@@ -61,6 +69,7 @@ CHANNEL_IDS = {
     "IMAP Checks": 25,
     "IMAP Push Used": 26,
     "Token": 27,
+    "SMTP Connect and Login": 28,  # prtg-roundtrip check: connect start -> AUTH accepted (or EHLO answered)
 }
 
 
@@ -75,12 +84,12 @@ def channels(m: Measurement, output: OutputSettings) -> Tuple[Channel, ...]:
         _channel("Response Time (IMAP)", m.imap_ms),
     ]
     s, r = m.send, m.receive
-    # Days until each verified server certificate expires, where TLS was used: PRTG can alarm
-    # before a certificate lapses (set a lower limit on the channel).
-    for name, days in (("SMTP Certificate", s.security.certificate_days),
-                       ("IMAP Certificate", r.security.certificate_days)):
-        if days is not None:
-            result.append(_channel(name, days, unit="Custom", custom_unit="days"))
+    # Days until each verified server certificate expires, for every leg set to use TLS: PRTG can
+    # alarm before a certificate lapses (set a lower limit on the channel; -1 trips it too).
+    for leg, days in (("SMTP", s.security.certificate_days), ("IMAP", r.security.certificate_days)):
+        if leg in m.tls_legs or days is not None:
+            value = NO_CERTIFICATE if days is None else days
+            result.append(_channel(f"{leg} Certificate", value, unit="Custom", custom_unit="days"))
     if output.channels is ChannelSet.DETAILED:
         # SMTP Connect: TCP connect start -> greeting read (implicit TLS handshake included)
         result.append(_channel("SMTP Connect", _ms(s.started_at, s.connected_at)))
@@ -148,10 +157,39 @@ def limit_state(total_ms: float, output: OutputSettings) -> str:
     return "ok"
 
 
+def leg_detail(leg: str, server: str, security: Security, auth: str,
+               steps: Tuple[Tuple[str, float], ...], offers: Tuple[Tuple[str, str], ...] = ()) -> LegDetail:
+    """One leg's details for the readable formats, from what the leg observed."""
+    return LegDetail(
+        leg=leg, server=server, security=str(security), cipher=security.cipher,
+        certificate_subject=security.certificate_subject, certificate_days=security.certificate_days,
+        certificate_expires=security.certificate_expires, auth=auth or "none", steps=steps,
+        offers=offers,
+    )
+
+
+def legs(m: Measurement) -> Tuple[LegDetail, LegDetail]:
+    s, r = m.send, m.receive
+    smtp_steps: List[Tuple[str, float]] = [("connect", _ms(s.started_at, s.connected_at))]
+    if s.tls_started_at is not None and s.tls_done_at is not None:
+        smtp_steps.append(("STARTTLS", _ms(s.tls_started_at, s.tls_done_at)))
+    if s.auth_started_at is not None and s.authenticated_at is not None:
+        smtp_steps.append(("login", _ms(s.auth_started_at, s.authenticated_at)))
+    smtp_steps.append(("submit", _ms(s.ready_at, s.accepted_at)))
+    imap_steps = (
+        ("connect and login (before the send)", _ms(r.connect_started_at, r.logged_in_at)),
+        (f"delivery ({r.detection}, {r.checks} check{'s' if r.checks != 1 else ''})", m.imap_ms),
+    )
+    return (
+        leg_detail("smtp", s.server, s.security, s.auth, tuple(smtp_steps)),
+        leg_detail("imap", r.server, r.security, r.auth, imap_steps),
+    )
+
+
 def evaluate(m: Measurement, output: OutputSettings) -> Report:
     text, warning = summary(m)
     limit = limit_state(m.total_ms, output)
     if limit != "ok":
         bound = output.error_ms if limit == "error" else output.warning_ms
         text = f"Total above the {limit} limit of {bound:g} ms. {text}"
-    return Report.success(channels(m, output), text, warning=warning, limit=limit)
+    return Report.success(channels(m, output), text, warning=warning, limit=limit, legs=legs(m))

@@ -54,6 +54,8 @@ def probe_message_id(guid: str, domain: str) -> str:
 
 @dataclass(frozen=True)
 class ProbeMail:
+    """The probe message of one run and what identifies it."""
+
     guid: str  # upper case, without braces
     subject: str
     message_id: str  # with angle brackets

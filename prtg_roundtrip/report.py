@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 TEXT_LIMIT = 2000  # PRTG cuts the text at 2,000 characters
 MAX_CHANNELS = 50
@@ -42,6 +42,14 @@ class Channel:
         return str(round(self.value))
 
     @property
+    def limit_max_warning_text(self) -> Optional[str]:
+        return None if self.limit_max_warning is None else number_text(self.limit_max_warning)
+
+    @property
+    def limit_max_error_text(self) -> Optional[str]:
+        return None if self.limit_max_error is None else number_text(self.limit_max_error)
+
+    @property
     def has_limits(self) -> bool:
         return self.limit_max_warning is not None or self.limit_max_error is not None
 
@@ -61,6 +69,54 @@ class Channel:
 
 
 @dataclass(frozen=True)
+class LegDetail:
+    """One leg as people and other monitors see it (text, Nagios long output, OpenMetrics):
+    taken from what the leg observed (SendResult, ReceiveResult, Security), never re-queried."""
+
+    leg: str  # "smtp" / "imap"
+    server: str  # host:port
+    security: str  # "TLSv1.3 (STARTTLS)", "plain text"
+    cipher: Optional[str] = None
+    certificate_subject: Optional[str] = None
+    certificate_days: Optional[float] = None
+    certificate_expires: Optional[float] = None  # Unix time
+    auth: str = ""  # "none", "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"
+    steps: Tuple[Tuple[str, float], ...] = ()  # (what, milliseconds), in order
+    offers: Tuple[Tuple[str, str], ...] = ()  # (check) what matters to the sensor: ("IDLE", "yes"), ("AUTH", "PLAIN")
+
+    def cleaned(self, clean: Callable[[str], str]) -> LegDetail:
+        def opt(value: Optional[str]) -> Optional[str]:
+            return None if value is None else clean(value)
+
+        return replace(
+            self, server=clean(self.server), security=clean(self.security), cipher=opt(self.cipher),
+            certificate_subject=opt(self.certificate_subject), auth=clean(self.auth),
+            steps=tuple((clean(name), ms) for name, ms in self.steps),
+            offers=tuple((clean(name), clean(value)) for name, value in self.offers),
+        )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failure in parts: the step, the server, the cause (with the server's own words) and
+    what to try. `attempted` is False when the check could not even be attempted (refused
+    parameters, an internal error, a stop): a Nagios UNKNOWN rather than CRITICAL."""
+
+    step: str
+    cause: str
+    server: Optional[str] = None
+    hint: Optional[str] = None
+    attempted: bool = True
+
+    def cleaned(self, clean: Callable[[str], str]) -> Failure:
+        return replace(
+            self, step=clean(self.step), cause=clean(self.cause),
+            server=None if self.server is None else clean(self.server),
+            hint=None if self.hint is None else clean(self.hint),
+        )
+
+
+@dataclass(frozen=True)
 class Report:
     """The outcome of one run, ready to render."""
 
@@ -69,6 +125,9 @@ class Report:
     error: bool = False
     warning: bool = False  # success, but something needs the administrator's attention
     limit: str = "ok"  # where Total stands against --warning-ms/--error-ms: ok, warning, error
+    legs: Tuple[LegDetail, ...] = field(default=())  # per-leg details for the readable formats
+    problem: Optional[Failure] = None  # an error in parts (error reports)
+    target: Tuple[Tuple[str, str], ...] = field(default=())  # what was checked: smtp_host, ..., mailbox
 
     @property
     def status(self) -> str:
@@ -77,16 +136,22 @@ class Report:
             return "error"
         return "warning" if self.warning or self.limit == "warning" else "ok"
 
-    @classmethod
-    def failure(cls, text: str) -> Report:
-        return cls(text=clean_text(text), error=True)
+    @property
+    def attempted(self) -> bool:
+        """False when the run could not be attempted (see Failure)."""
+        return self.problem is None or self.problem.attempted
 
     @classmethod
-    def success(cls, channels: Tuple[Channel, ...], text: str, warning: bool = False, limit: str = "ok") -> Report:
+    def failure(cls, text: str, problem: Optional[Failure] = None) -> Report:
+        return cls(text=clean_text(text), error=True, problem=problem)
+
+    @classmethod
+    def success(cls, channels: Tuple[Channel, ...], text: str, warning: bool = False, limit: str = "ok",
+                legs: Tuple[LegDetail, ...] = ()) -> Report:
         names, ids = [c.name for c in channels], [c.id for c in channels]
         if len(set(names)) != len(names) or len(set(ids)) != len(ids) or len(names) > MAX_CHANNELS:
             raise ValueError(f"channel names and ids must be unique, at most {MAX_CHANNELS}: {names}")
-        return cls(text=clean_text(text), channels=tuple(channels), warning=warning, limit=limit)
+        return cls(text=clean_text(text), channels=tuple(channels), warning=warning, limit=limit, legs=tuple(legs))
 
     def with_note(self, note: str) -> Report:
         return replace(self, text=clean_text(f"{self.text} {note}."))
@@ -94,7 +159,16 @@ class Report:
     def redacted(self, secrets: Tuple[str, ...]) -> Report:
         from .transcript import redact
 
-        return replace(self, text=clean_text(redact(self.text, usable_secrets(secrets))))
+        usable = usable_secrets(secrets)
+
+        def clean(text: str) -> str:
+            return clean_text(redact(text, usable))
+
+        return replace(
+            self, text=clean(self.text), legs=tuple(leg.cleaned(clean) for leg in self.legs),
+            problem=None if self.problem is None else self.problem.cleaned(clean),
+            target=tuple((name, clean(value)) for name, value in self.target),
+        )
 
 
 def usable_secrets(secrets: Iterable[str]) -> Tuple[str, ...]:
@@ -111,6 +185,16 @@ def usable_secrets(secrets: Iterable[str]) -> Tuple[str, ...]:
             if form and form not in found:
                 found.append(form)
     return tuple(found)
+
+
+def number_text(value: float) -> str:
+    """A finite number as PRTG's examples write it: integral values as integers (500, not
+    500.0), others in plain decimal notation with '.' (0.00001, never 1e-05)."""
+    if float(value).is_integer():
+        return str(int(value))
+    from decimal import Decimal
+
+    return format(Decimal(repr(float(value))), "f")
 
 
 def clean_text(text: str) -> str:

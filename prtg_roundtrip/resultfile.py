@@ -1,8 +1,11 @@
-"""PRTG's debug result files ("Result Handling: Store result"), written the way PRTG writes them.
+"""The sensor's debug result files (--store-result), written the way PRTG writes its own.
 
-`Result of Sensor <ID>.txt` holds exactly what went to stdout; `Result of Sensor <ID>.Data.txt`
-the run's inputs, one `Data['key'] := 'value';` line each with every secret as `***`, then the
-redacted SMTP and IMAP transcript. Each run overwrites both, as PRTG does.
+`Result of Sensor <ID>.prtg-roundtrip.txt` holds exactly what went to stdout;
+`Result of Sensor <ID>.prtg-roundtrip.Data.txt` the run's inputs, one `Data['key'] := 'value';`
+line each with every secret as `***`, then the redacted SMTP and IMAP transcript. Each run
+overwrites both, as PRTG does. The names differ from PRTG's own `Result of Sensor <ID>.txt` /
+`.Data.txt` (EXE/Script Advanced's "Write EXE result to disk", in the same Logs\\sensors folder),
+so the two never overwrite each other.
 
 Masked by name: every input whose name marks a credential (passwords, secrets, tokens, SNMP
 communities, PRTG's "Credentials for Script Sensors" placeholders, private keys), whether this
@@ -49,6 +52,15 @@ def default_result_dir(environ: Mapping[str, str]) -> Optional[str]:
     return None
 
 
+SUFFIX = ".prtg-roundtrip"  # after PRTG's own "Result of Sensor <ID>", before .txt / .Data.txt
+
+
+def result_paths(directory: str, sensor_id: str) -> Tuple[str, str]:
+    """(the document's file, the data file) for a sensor id in `directory`."""
+    stem = os.path.join(directory, f"Result of Sensor {sensor_id}{SUFFIX}")
+    return stem + ".txt", stem + ".Data.txt"
+
+
 def data_lines(inputs: Iterable[Tuple[str, object]], secrets: Tuple[str, ...]) -> List[str]:
     lines = []
     secrets = _all_secrets(secrets)
@@ -72,8 +84,7 @@ def write_result_files(
 ) -> Tuple[str, str]:
     """Write both files (replacing earlier ones) and return their paths."""
     os.makedirs(directory, exist_ok=True)
-    result = os.path.join(directory, f"Result of Sensor {sensor_id}.txt")
-    data = os.path.join(directory, f"Result of Sensor {sensor_id}.Data.txt")
+    result, data = result_paths(directory, sensor_id)
     with open(result, "w", encoding="utf-8", errors="replace", newline="") as handle:
         handle.write(document)
     body = "\r\n".join(data_lines(inputs, secrets))

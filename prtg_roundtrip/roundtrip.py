@@ -20,7 +20,7 @@ from .imap_wait import Found, receive_result, wait_for
 from .measurement import Measurement, evaluate
 from .probe import ProbeMail, build_probe
 from .report import Report
-from .settings import SearchMethod, Settings, TlsSettings
+from .settings import SearchMethod, Settings, TlsMode, TlsSettings
 from .smtp_send import SendResult, send_probe
 from .state import SweepState
 from .transcript import Transcript
@@ -117,6 +117,8 @@ def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
         search="server search" if settings.imap.search is SearchMethod.SERVER else "local search",
         token_seconds=tokens.seconds if tokens.used else None,
         notes=tuple(notes + cleartext),
+        tls_legs=tuple(leg for leg, mode in (("SMTP", settings.smtp.tls), ("IMAP", settings.imap.tls))
+                       if mode is not TlsMode.OFF),
     )
     return evaluate(measurement, settings.output)
 

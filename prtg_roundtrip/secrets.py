@@ -4,6 +4,9 @@ A password option takes a value or a reference:
 - `env:NAME`            the environment variable NAME
 - `file:PATH`           the first line of a file (readable only by the probe's account)
 - `keyring:SERVICE/USER` the system credential store (Windows Credential Manager, Secret Service)
+- `placeholder:N`       PRTG's "Credentials for Script Sensors" placeholder N (1-5), passed as
+                        prtg_scriptplaceholderN (the Python Script Advanced entry maps PRTG's
+                        scriptplaceholderN there; set it for EXE/Script Advanced or Script v2)
 - `literal:TEXT`        TEXT itself, for a password that starts with one of these prefixes
 `--imap-credentials` / `--smtp-credentials linux|windows` take user and password from the
 parent device's credentials, which PRTG passes as prtg_linuxuser/prtg_linuxpassword or
@@ -18,7 +21,9 @@ from typing import Mapping, Optional, Set, Tuple
 from .auth import SecretValue
 from .errors import ParameterError
 
-PREFIXES = ("env:", "file:", "keyring:", "literal:")
+PREFIXES = ("env:", "file:", "keyring:", "placeholder:", "literal:")
+REFERENCES = ("env:", "file:", "keyring:", "placeholder:")  # what errors may name: not secret
+PLACEHOLDERS = range(1, 6)  # PRTG's Credentials for Script Sensors: placeholders 1 to 5
 
 # Every secret value this process has seen (passwords, tokens, client secrets, refresh tokens,
 # assertions): whatever resolves or fetches one registers it, and every output path redacts
@@ -44,7 +49,7 @@ def secret_value(value: Optional[str], option: str, environ: Mapping[str, str],
     secret = resolve(value, option, environ, whole_file=whole_file)
     if secret is None:
         return None
-    reference = value if value.startswith(("env:", "file:", "keyring:")) else None
+    reference = value if value.startswith(REFERENCES) else None
     return SecretValue(secret, reference)
 
 
@@ -85,10 +90,29 @@ def _resolve(value: Optional[str], option: str, environ: Mapping[str, str], whol
         if not secret:
             raise ParameterError(f"{option} file:{path} is empty", hint="Write the secret on its first line")
         return secret
+    if value.startswith("placeholder:"):
+        return _from_placeholder(value[len("placeholder:"):], option, environ)
     if value.startswith("keyring:"):
         service, user = split_keyring_reference(value[len("keyring:"):], option)
         return _from_keyring(service, user, option)
     return value
+
+
+def _from_placeholder(number: str, option: str, environ: Mapping[str, str]) -> str:
+    if number not in [str(n) for n in PLACEHOLDERS]:
+        raise ParameterError(
+            f"{option} placeholder:{number} is not a placeholder number", hint="PRTG has placeholders 1 to 5"
+        )
+    name = f"prtg_scriptplaceholder{number}"
+    secret = environ.get(name, "")
+    if not secret:
+        raise ParameterError(
+            f"{option} placeholder:{number}: {name} is not set or empty",
+            hint=f"Enter Placeholder {number} under 'Credentials for Script Sensors' on the device (or a "
+            "parent); Python Script Advanced passes it by itself, otherwise put it into the environment as "
+            f"{name} (see the README)",
+        )
+    return secret
 
 
 def split_keyring_reference(reference: str, option: str) -> Tuple[str, str]:
@@ -149,6 +173,9 @@ def device_credentials(kind: str, environ: Mapping[str, str], option: str) -> Tu
 
 
 def environment_secrets(environ: Mapping[str, str]) -> Tuple[str, ...]:
-    """PRTG's password placeholders: never echoed, whether this run used them or not."""
-    return tuple(v for k, v in environ.items() if k.startswith("prtg_") and k.endswith("password") and v)
+    """PRTG's password and script placeholders: never echoed, whether this run used them or not."""
+    return tuple(
+        v for k, v in environ.items()
+        if k.startswith("prtg_") and (k.endswith("password") or k.startswith("prtg_scriptplaceholder")) and v
+    )
 

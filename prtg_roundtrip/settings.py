@@ -57,10 +57,12 @@ class OutputFormat(str, Enum):
     PRTG_JSON = "prtg-json"  # EXE/Script Advanced, Python Script Advanced
     SCRIPT_V2 = "script-v2"  # Script v2 (PRTG 23+, the Linux multi-platform probe)
     TEXT = "text"  # a person at a console
+    NAGIOS = "nagios"  # Nagios, Icinga, Checkmk, Naemon: Monitoring Plugins status line and exit code
+    OPENMETRICS = "openmetrics"  # Prometheus (node_exporter's textfile collector)
 
     @property
     def for_prtg(self) -> bool:
-        return self is not OutputFormat.TEXT
+        return self in (OutputFormat.PRTG_XML, OutputFormat.PRTG_JSON, OutputFormat.SCRIPT_V2)
 
 
 class Credentials(str, Enum):
@@ -85,6 +87,8 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class SmtpSettings:
+    """Step 1, sending: the SMTP server and how to reach and log in to it."""
+
     host: str
     port: int
     timeout: float
@@ -99,6 +103,8 @@ class SmtpSettings:
 
 @dataclass(frozen=True)
 class ImapSettings:
+    """Step 2, waiting: the IMAP server, the mailbox and how to watch it."""
+
     host: str
     port: int
     timeout: float
@@ -117,6 +123,8 @@ class ImapSettings:
 
 @dataclass(frozen=True)
 class MailSettings:
+    """The probe mail: envelope and header addresses, and subject text."""
+
     sender: str
     recipient: str
     subject_text: str = ""
@@ -124,6 +132,8 @@ class MailSettings:
 
 @dataclass(frozen=True)
 class OutputSettings:
+    """What is printed and where: format, channel set, limits, result files."""
+
     format: OutputFormat = OutputFormat.PRTG_XML
     channels: ChannelSet = ChannelSet.STANDARD
     verbose: bool = False
@@ -131,10 +141,13 @@ class OutputSettings:
     error_ms: Optional[float] = None
     store_result: bool = False  # PRTG's "Result Handling: Store result"
     result_dir: Optional[str] = None
+    output_file: Optional[str] = None  # --output: the document goes there (atomically), not to stdout
 
 
 @dataclass(frozen=True)
 class Settings:
+    """One run, validated: everything the steps after cli.py read."""
+
     smtp: SmtpSettings
     imap: ImapSettings
     mail: MailSettings
@@ -377,6 +390,7 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
             error_ms=error_ms,
             store_result=bool(v.get("store_result")),
             result_dir=_str(v.get("result_dir")),
+            output_file=_str(v.get("output")),
         ),
         timeout=float(_num(v["timeout"])),
         sensor_id=sensor,

@@ -47,6 +47,7 @@ class SendResult:
     accepted_at: float  # 250 after DATA: the server took responsibility for the mail
     security: Security
     reply: str  # the server's answer to DATA, e.g. "2.0.0 Ok: queued as 4Xyz"
+    auth: str = "none"  # how the sensor logged in: "none", "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"
 
 
 class _SMTP(smtplib.SMTP):
@@ -99,6 +100,9 @@ class _Session(Connector):
         self.connected_at = 0.0
         self.tls_started_at: Optional[float] = None
         self.tls_done_at: Optional[float] = None
+        self.auth_method = "none"  # the mechanism of a login that was attempted
+        self.auth_started_at: Optional[float] = None  # AUTH sent
+        self.authenticated_at: Optional[float] = None  # AUTH accepted
 
     # -- failures -------------------------------------------------------------------------
     def fail(self, cause: str, hint: str, token_refused: bool = False) -> SmtpError:
@@ -190,6 +194,22 @@ class _Session(Connector):
         return self.conn.sock if self.conn is not None else None
 
     # -- phases ---------------------------------------------------------------------------
+    def open(self, login: Login, cleartext: Optional[List[str]] = None) -> Security:
+        """Connect under the TLS policy, greet, and log in as `login` asks: ready for MAIL FROM.
+        Socket and smtplib errors pass through (the caller turns them into network_failure).
+        `cleartext`, if given, collects a note when a password goes out without TLS."""
+        security = secure(self, self.settings.tls, self.transcript, self.fail)
+        self.hello()
+        if not isinstance(login, NoAuth):
+            if isinstance(login, PasswordAuth) and not security.encrypted:
+                self.transcript.note("SMTP", "WARNING: sending the password without TLS")
+                if cleartext is not None:
+                    cleartext.append("the SMTP password was sent without TLS")
+            self.auth_started_at = now()
+            self.authenticate(login, security)
+            self.authenticated_at = now()
+        return security
+
     def hello(self) -> None:
         """EHLO (HELO where EHLO is refused), once per connection and after STARTTLS."""
         assert self.conn is not None
@@ -232,6 +252,7 @@ class _Session(Connector):
     def _password(self, login: PasswordAuth, offered: List[str]) -> None:
         assert self.conn is not None
         if "PLAIN" in offered or "LOGIN" not in offered:
+            self.auth_method = "PLAIN"
             code, msg = self.conn.docmd("AUTH", "PLAIN " + _b64(sasl.plain(login.user, login.password)))
             if code == 334:  # a challenge although the response went with the command: not SMTP AUTH
                 self.conn.docmd("*")  # RFC 4954: cancel the exchange
@@ -240,6 +261,7 @@ class _Session(Connector):
                     "Check that the port belongs to an SMTP server that implements AUTH (RFC 4954)",
                 )
         else:
+            self.auth_method = "LOGIN"
             code, msg = self.conn.docmd("AUTH", "LOGIN")
             for answer in (login.user, login.password):
                 if code != 334:
@@ -264,7 +286,7 @@ class _Session(Connector):
                 "Enable XOAUTH2 or OAUTHBEARER on the server (Microsoft 365: SMTP AUTH for the mailbox), "
                 "or choose another --oauth2-mechanism",
             )
-        name = mechanism.value.upper()
+        name = self.auth_method = mechanism.value.upper()
         response = sasl.initial_response(mechanism, login.user, login.token, self.settings.host, self.settings.port)
         code, msg = self.conn.docmd("AUTH", f"{name} {_b64(response)}")
         challenge = ""
@@ -349,17 +371,7 @@ def send_probe(
     session = _Session(settings, tls, deadline, transcript)
     started = now()
     try:
-        security = secure(session, settings.tls, transcript, session.fail)
-        session.hello()
-        auth_started = authenticated = None
-        if not isinstance(login, NoAuth):
-            if isinstance(login, PasswordAuth) and not security.encrypted:
-                transcript.note("SMTP", "WARNING: sending the password without TLS")
-                if cleartext is not None:
-                    cleartext.append("the SMTP password was sent without TLS")
-            auth_started = now()
-            session.authenticate(login, security)
-            authenticated = now()
+        security = session.open(login, cleartext)
         ready = now()
         reply = session.submit(probe)
         accepted = now()
@@ -373,12 +385,13 @@ def send_probe(
         connected_at=session.connected_at,
         tls_started_at=session.tls_started_at,
         tls_done_at=session.tls_done_at,
-        auth_started_at=auth_started,
-        authenticated_at=authenticated,
+        auth_started_at=session.auth_started_at,
+        authenticated_at=session.authenticated_at,
         ready_at=ready,
         accepted_at=accepted,
         security=security,
         reply=reply,
+        auth=session.auth_method,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import sys
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,7 +19,7 @@ from typing import Any, Callable, Optional, Tuple
 
 from .deadline import Deadline, note_step
 from .settings import TlsMode, TlsSettings
-from .sockets import tune
+from .sockets import after_handshake
 from .transcript import Transcript
 
 
@@ -28,15 +29,47 @@ class TlsUnavailable(Exception):
 
 @lru_cache(maxsize=4)
 def make_context(policy: TlsSettings) -> ssl.SSLContext:
-    """The verifying context for `policy`; both legs share one (loading CA stores is slow)."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    """The verifying context for `policy`; both legs share one."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, capath=system_ca_directory())
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if policy.ca_file:
         context.load_verify_locations(cafile=policy.ca_file)
     if policy.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    # What a handshake and its certificate check would otherwise import and compile inside a
+    # measured leg (about 2 ms): the IDNA codec for server_hostname, strptime for the expiry.
+    "localhost".encode("idna")
+    ssl.cert_time_to_seconds("Jan  1 00:00:00 2000 GMT")
     return context
+
+
+def system_ca_directory() -> Optional[str]:
+    """The system's trusted CAs as a hashed directory, where OpenSSL has one (Linux), else None.
+
+    Loading the system's CA bundle file parses every certificate in it: about 20 ms of CPU a
+    run (a third of the sensor's start-up). A hashed directory (`c_rehash`, Debian's
+    /etc/ssl/certs, the same CAs as its bundle) is read only for the issuer a verification
+    needs. Where there is none, or SSL_CERT_FILE names another file than the system's bundle,
+    None: the defaults load as usual (on Windows that is the system store, which has no
+    directory form).
+    """
+    import os
+    import re
+
+    paths = ssl.get_default_verify_paths()
+    if sys.platform == "win32" or not paths.capath:
+        return None
+    named = os.environ.get(paths.openssl_cafile_env)
+    if named and os.path.realpath(named) != os.path.realpath(paths.openssl_cafile):
+        return None
+    try:
+        with os.scandir(paths.capath) as entries:
+            if any(re.fullmatch(r"[0-9a-f]{8}\.[0-9]+", entry.name) for entry in entries):
+                return paths.capath
+    except OSError:
+        pass
+    return None
 
 
 # OpenSSL reasons meaning "the peer does not speak TLS here", as opposed to a TLS server whose
@@ -68,6 +101,9 @@ class Security:
     implicit: bool = False  # TLS from the first byte (SMTPS/IMAPS) rather than STARTTLS
     certificate_days: Optional[float] = None  # days until the verified certificate expires
     fallback: Optional[str] = None  # why an "if available" mode went on without TLS
+    cipher: Optional[str] = None  # the negotiated cipher suite, e.g. "TLS_AES_256_GCM_SHA384"
+    certificate_subject: Optional[str] = None  # the verified certificate's subject (its CN), if any
+    certificate_expires: Optional[float] = None  # its notAfter as a Unix timestamp
 
     @property
     def encrypted(self) -> bool:
@@ -81,7 +117,14 @@ class Security:
     @classmethod
     def of(cls, sock: object, implicit: bool, fallback: Optional[str] = None) -> Security:
         if isinstance(sock, ssl.SSLSocket):
-            return cls(sock.version() or "TLS", implicit, certificate_days_left(sock), fallback)
+            cipher = sock.cipher()
+            expires = certificate_expires(sock)
+            return cls(
+                sock.version() or "TLS", implicit, certificate_days_left(sock), fallback,
+                cipher=cipher[0] if cipher else None,
+                certificate_subject=certificate_subject(sock),
+                certificate_expires=expires,
+            )
         return cls(fallback=fallback)
 
 
@@ -114,8 +157,10 @@ class Connector:
         self.phase_timeout = deadline.cap(settings.timeout)
 
     def socket_opened(self, sock: Any) -> None:
-        """Every new socket: the socket options, and the budget's watchdog."""
-        tune(sock)
+        """Every new socket (after the handshake, for implicit TLS): the budget's watchdog,
+        and the socket option that path needs (sockets.py)."""
+        if isinstance(sock, ssl.SSLSocket):
+            after_handshake(sock)
         self.deadline.guard(sock)
         self.phase = "greeting"
 
@@ -174,15 +219,35 @@ def secure(conn: Connector, mode: TlsMode, transcript: Transcript, fail: Callabl
     return Security.of(conn.socket(), implicit=mode.implicit and fallback is None, fallback=fallback)
 
 
-def certificate_days_left(sock: object) -> Optional[float]:
-    """Days until the verified peer certificate expires, where one was verified."""
+def certificate_expires(sock: object) -> Optional[float]:
+    """When the verified peer certificate expires (Unix time), where one was verified."""
     if not isinstance(sock, ssl.SSLSocket):
         return None
     cert = sock.getpeercert()
     not_after = cert.get("notAfter") if cert else None
     if not not_after:
         return None
-    return (ssl.cert_time_to_seconds(str(not_after)) - time.time()) / 86400.0
+    return float(ssl.cert_time_to_seconds(str(not_after)))
+
+
+def certificate_days_left(sock: object) -> Optional[float]:
+    """Days until the verified peer certificate expires, where one was verified."""
+    expires = certificate_expires(sock)
+    return None if expires is None else (expires - time.time()) / 86400.0
+
+
+def certificate_subject(sock: object) -> Optional[str]:
+    """The verified peer certificate's subject in words: its common name(s), else the whole
+    subject as key=value pairs (None without a verified certificate, e.g. with --insecure)."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    cert = sock.getpeercert()
+    subject = cert.get("subject") if cert else None
+    if not subject:
+        return None
+    pairs = [(str(pair[0]), str(pair[1])) for rdn in subject for pair in rdn if len(pair) == 2]
+    names = [value for key, value in pairs if key == "commonName"]
+    return ", ".join(names) if names else ", ".join(f"{key}={value}" for key, value in pairs)
 
 
 def describe_network_error(exc: BaseException, timeout: Optional[float] = None) -> Tuple[str, str]:

@@ -34,6 +34,8 @@ class Gap:
 
 @dataclass(frozen=True)
 class WaitSchedule:
+    """When the IMAP leg checks the mailbox, and how many commands that can take."""
+
     max_trip_time: float
     interval: float
 

@@ -20,8 +20,8 @@ rem Steps 0 and 3-4 run the installed package if the interpreter has it, else th
 rem prtg-roundtrip.pyz next to this launcher; an interpreter with neither is skipped (step 0:
 rem run as it is).
 rem If none is found it prints a PRTG error document naming the places it looked (XML; JSON
-rem with --format prtg-json; Script v2 JSON with --format script-v2 or without parameters, as
-rem the Script v2 sensor passes its parameters on stdin) and exits 0, as PRTG expects.
+rem with --format prtg-json; Script v2 JSON with --format script-v2 or, without --format, when it
+rem runs from "Custom Sensors\scripts" as the Script v2 sensor's launcher) and exits 0.
 rem
 rem Delayed expansion stays off while the parameters are handled, so "!" and "^" in quoted
 rem values arrive unchanged. The code uses GOTO instead of ( ) blocks, because folder names like
@@ -37,6 +37,10 @@ set "PRTG_RT_SEP="
 set "PRTG_RT_EXE="
 set "PRTG_RT_PYARGS="
 set "PRTG_RT_CHECK=import importlib.metadata as m; m.distribution('prtg-roundtrip')"
+rem In "Custom Sensors\scripts" only the Script v2 sensor runs this launcher: it passes the
+rem Parameters field on stdin. Tell the sensor so explicitly (it never guesses from an empty
+rem command line).
+for %%I in ("%PRTG_RT_HERE%.") do if /i "%%~nxI"=="scripts" set "PRTG_ROUNDTRIP_SCRIPT_V2=1"
 
 if not defined PRTG_ROUNDTRIP_PYTHON goto venvs
 rem Quotes around the value (set PRTG_ROUNDTRIP_PYTHON="C:\...") are dropped.
@@ -163,9 +167,10 @@ exit /b 1
 
 :nopython
 rem The format is read as the package reads it: the first --format value that is a known one;
-rem without parameters, Script v2's. (cmd splits "--format=prtg-json" into two parameters.)
+rem without one, Script v2's where this launcher runs as Script v2 (the marker set above), else
+rem XML. (cmd splits "--format=prtg-json" into two parameters.)
 set "PRTG_RT_FMT=prtg-xml"
-if [%1]==[] set "PRTG_RT_FMT=script-v2"
+if defined PRTG_ROUNDTRIP_SCRIPT_V2 set "PRTG_RT_FMT=script-v2"
 set "PRTG_RT_PREV="
 :scan
 if [%1]==[] goto scanned

@@ -11,15 +11,22 @@
 #   3. python3 on PATH: the installed package if the prtg-roundtrip distribution is installed
 #      in it (pip's metadata), else the single file prtg-roundtrip.pyz next to this launcher
 # If none is found it prints a PRTG error document naming the places it looked (XML; JSON with
-# --format prtg-json; Script v2 JSON with --format script-v2 or without arguments, as the
-# multi-platform probe's Script v2 sensor passes its parameters on stdin) and exits 0. Uses only shell builtins, so it
-# works with an empty PATH too.
+# --format prtg-json; Script v2 JSON with --format script-v2 or when it runs as Script v2) and
+# exits 0. Uses only shell builtins, so it works with an empty PATH too.
 
 # UTF-8 on stdout whatever the locale; never import from the working directory (Python 3.11+).
 PYTHONIOENCODING=utf-8
 PYTHONUTF8=1
 PYTHONSAFEPATH=1
 export PYTHONIOENCODING PYTHONUTF8 PYTHONSAFEPATH
+
+# This is the Script v2 launcher: PRTG's Script v2 sensor starts it without arguments and writes
+# the Parameters field to stdin. Tell the sensor so explicitly (it never decides Script v2 from an
+# empty command line alone, and does not wait on a stdin nobody writes to).
+if [ $# -eq 0 ] && [ ! -t 0 ]; then
+  PRTG_ROUNDTRIP_SCRIPT_V2=1
+  export PRTG_ROUNDTRIP_SCRIPT_V2
+fi
 
 case $0 in
   */*) here=${0%/*} ;;
@@ -65,10 +72,10 @@ else
 fi
 
 # Nothing found: one PRTG error document, in the format the arguments ask for, read as the
-# package reads it: the first known --format value; without arguments (Script v2, parameters on
-# stdin, which is left unread here) the Script v2 format.
+# package reads it: the first known --format value; without one, the Script v2 format when this
+# launcher runs as Script v2 (the marker set above; stdin is left unread here), else XML.
 fmt=prtg-xml
-[ $# -eq 0 ] && fmt=script-v2
+[ "${PRTG_ROUNDTRIP_SCRIPT_V2:-}" = 1 ] && fmt=script-v2
 prev=
 for arg in "$@"; do
   value=

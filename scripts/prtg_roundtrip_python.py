@@ -13,7 +13,15 @@ prints one PRTG JSON document and exits 0, whatever happens.
   `--imap-credentials linux|windows` and `--smtp-credentials linux|windows` work here too.
   `--credentials linux|windows` is short for `--imap-credentials`. The package is called in
   this process (no child process), so no password appears in any process list or command line.
+- PRTG's "Credentials for Script Sensors" (`scriptplaceholder1`..`5`) become
+  `prtg_scriptplaceholder1`..`5`: `--imap-password placeholder:1` and the like read them.
 - The output is always `--format prtg-json`, the only format this sensor type reads.
+- The budget: PRTG kills this sensor at its scanning interval minus 1 s. `--timeout` is set one
+  second below that point: from PRTG's `timeout` field (the killing point, in seconds) if the
+  argument has one, else from its `interval` field minus 1 s, else from PRTG's default interval
+  of 60 s (59 s, so `--timeout 58`). A larger `--timeout` in the parameters is lowered to it; a
+  smaller one stands. (PRTG's manual does not list the argument's fields: whether it carries
+  `timeout` or `interval` is unconfirmed, so the default is what counts on an unknown PRTG.)
 
 The package is imported from PRTG's Python (install it there from the offline bundle, see
 docs/launchers.md) or, failing that, from a virtual environment of the same Python version next
@@ -40,7 +48,10 @@ ENVIRONMENT_FIELDS = {
     "windowslogindomain": "prtg_windowsdomain",
     "sensorid": "prtg_sensorid",
     "deviceid": "prtg_deviceid",
+    **{f"scriptplaceholder{n}": f"prtg_scriptplaceholder{n}" for n in range(1, 6)},
 }
+DEFAULT_INTERVAL = 60.0  # PRTG's default scanning interval
+MIN_TIMEOUT, MAX_TIMEOUT = 5, 900  # what --timeout takes
 CREDENTIAL_KINDS = ("linux", "windows")
 VENV_NAMES = ("prtg-roundtrip-venv", ".venv")
 PYZ_NAME = "prtg-roundtrip.pyz"
@@ -120,6 +131,36 @@ def build_argv(data: Dict[str, Any]) -> List[str]:
     return _without(args, "--format") + ["--format", "prtg-json"]
 
 
+def _seconds(value: Any) -> Optional[float]:
+    """A number of seconds from PRTG's argument (a number or a numeric string), else None."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 1 <= seconds <= 86400 else None
+
+
+def timeout_for(data: Dict[str, Any]) -> int:
+    """The run's budget: one second below the point where PRTG kills the script."""
+    kill = _seconds(data.get("timeout"))
+    if kill is None:
+        kill = (_seconds(data.get("interval")) or DEFAULT_INTERVAL) - 1
+    return int(max(MIN_TIMEOUT, min(MAX_TIMEOUT, int(kill) - 1)))
+
+
+def with_budget(args: List[str], data: Dict[str, Any]) -> List[str]:
+    """`args` with a --timeout that ends before PRTG's killing point (a smaller one stands)."""
+    limit = timeout_for(data)
+    given, value = _option(args, "--timeout")
+    if given:
+        try:
+            if float(str(value)) <= limit:
+                return args
+        except ValueError:
+            return args  # the sensor refuses it with a document of its own
+    return _without(args, "--timeout") + ["--timeout", str(limit)]
+
+
 def _add_venv_next_to(script: str) -> Optional[str]:
     """Put the site-packages of a same-version virtual environment beside `script` on sys.path."""
     import site
@@ -181,7 +222,7 @@ def run(argv: Sequence[str]) -> int:
         data = json.loads(argv[1])
         if not isinstance(data, dict):
             raise EntryError("PRTG's argument is not a JSON object")
-        sensor_argv = build_argv(data)
+        sensor_argv = with_budget(build_argv(data), data)
         environ = build_environment(data, dict(os.environ))
     except EntryError as exc:
         _write(error_document(f"prtg_roundtrip_python.py: {exc}."))

@@ -56,7 +56,8 @@ def run(argv: List[str], environ) -> tuple:
 
 
 def fmt_of(argv: List[str]) -> str:
-    return cli._sniff_format(argv, cli.OutputFormat.SCRIPT_V2 if not argv else cli.OutputFormat.PRTG_XML).value
+    # stdin is empty here, so an empty command line is not Script v2 either (issue 11)
+    return cli._sniff_format(argv, cli.OutputFormat.PRTG_XML).value
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -101,7 +102,8 @@ def test_the_property_harness_reaches_the_network_step():
 @settings(max_examples=150, deadline=None)
 @given(text=st.one_of(st.text(max_size=80), st.lists(tokens, max_size=8).map(" ".join)))
 def test_any_parameters_on_stdin_give_one_script_v2_document(text):
-    """Script v2's path: no arguments, the Parameters field on stdin (quotes may not balance)."""
+    """Script v2's path: no arguments, the Parameters field on stdin (quotes may not balance); a
+    blank first line is no parameters at all, answered in PRTG XML."""
     out = io.BytesIO()
 
     def refuse(address, *args, **kwargs):
@@ -110,7 +112,10 @@ def test_any_parameters_on_stdin_give_one_script_v2_document(text):
     with mock.patch.object(socket, "create_connection", refuse):
         code = cli.main([], environ={}, stdout=out, stdin=io.BytesIO(text.encode("utf-8", "surrogatepass")))
     document = out.getvalue().decode("utf-8")
-    fmt = cli._sniff_format(_split(text), cli.OutputFormat.SCRIPT_V2)
+    raw = text.encode("utf-8", "surrogatepass").split(b"\n", 1)[0].rstrip(b"\r")
+    first = raw.decode("utf-8", "surrogateescape").strip()
+    default = cli.OutputFormat.SCRIPT_V2 if first else cli.OutputFormat.PRTG_XML
+    fmt = cli._sniff_format(_split(text), default)
     if fmt.value == "text":
         assert code in (0, 1)
         return

@@ -133,3 +133,13 @@ def test_without_auth_plain_the_sensor_sends_login_with_astrings(stack, user, ex
     assert password.encode("utf-8") in logins[0]  # as a literal, whole
     assert "IMAP > LOGIN ***" in run.stderr
     assert_clean(run.stdout + run.stderr, password)
+
+
+def test_authenticate_plain_in_one_round_trip_where_sasl_ir_is_offered(stack, mailbox):
+    """Dovecot offers SASL-IR (RFC 4959): the response goes with AUTHENTICATE, no '+' between."""
+    run = run_sensor(base_args(stack) + ["--format", "prtg-json", "--verbose"], fmt="prtg-json")
+    assert not run.error, run.text
+    lines = [line.split(" IMAP ", 1)[1] for line in run.stderr.splitlines() if " IMAP " in line]
+    start = lines.index("> AUTHENTICATE PLAIN ***")
+    done = next(i for i, line in enumerate(lines) if "OK" in line and "Logged in" in line)
+    assert not any(line.startswith("< +") for line in lines[start:done]), lines[start:done]

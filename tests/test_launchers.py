@@ -680,7 +680,7 @@ def test_bat_finds_prtgs_own_python_and_runs_the_pyz_under_wine(wine, exexml, tm
 
 
 @pytest.mark.parametrize(("params", "fmt"), [
-    ("", "script-v2"),
+    ("", "prtg-xml"),  # EXE/Script Advanced with an empty Parameters field (issue 11)
     ('--imap-host "a & b"', "prtg-xml"),
     ("--format prtg-json", "prtg-json"),
     ("--format=prtg-json", "prtg-json"),

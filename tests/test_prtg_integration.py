@@ -24,7 +24,7 @@ def without(args, *options):
 
 def test_script_v2_reads_parameters_from_stdin_and_defaults_to_its_format(stack, mailbox):
     line = " ".join(f"'{a}'" for a in base_args(stack))
-    run = run_sensor([], stdin=line.encode(), fmt="script-v2")
+    run = run_sensor([], stdin=line.encode(), fmt="script-v2", env={"PRTG_ROUNDTRIP_SCRIPT_V2": "1"})
     assert run.doc.format == "script-v2" and not run.error, run.text
     by_name = {r["channel"]: r for r in run.doc.results}
     assert [by_name[n]["id"] for n in ("Total", "Response Time (SMTP)", "Response Time (IMAP)")] == [10, 11, 12]
@@ -132,9 +132,9 @@ def test_store_result_writes_prtgs_two_files(stack, mailbox, tmp_path, fmt):
     args = with_options(base_args(stack), format=fmt, sensor_id="2042", result_dir=str(tmp_path)) + ["--store-result"]
     run = run_sensor(args, env={"prtg_windowspassword": "device-secret-123"})
     assert not run.error, run.text
-    result = (tmp_path / "Result of Sensor 2042.txt").read_bytes()
+    result = (tmp_path / "Result of Sensor 2042.prtg-roundtrip.txt").read_bytes()
     assert result == run.stdout.encode("utf-8")
-    data = (tmp_path / "Result of Sensor 2042.Data.txt").read_text(encoding="utf-8")
+    data = (tmp_path / "Result of Sensor 2042.prtg-roundtrip.Data.txt").read_text(encoding="utf-8")
     assert "Data['imap_password'] := '***';" in data
     assert "Data['imap_host'] := '127.0.0.1';" in data
     assert "Data['prtg_windowspassword'] := '***';" in data
@@ -143,7 +143,7 @@ def test_store_result_writes_prtgs_two_files(stack, mailbox, tmp_path, fmt):
     assert stack["users"]["probe"]["password"] not in data and "device-secret-123" not in data
     # PRTG overwrites the files with each run: so does the sensor
     again = run_sensor(args)
-    assert (tmp_path / "Result of Sensor 2042.txt").read_bytes() == again.stdout.encode("utf-8")
+    assert (tmp_path / "Result of Sensor 2042.prtg-roundtrip.txt").read_bytes() == again.stdout.encode("utf-8")
 
 
 def test_store_result_without_a_folder_says_so(stack, mailbox):

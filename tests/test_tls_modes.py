@@ -85,3 +85,55 @@ def test_insecure_turns_checking_off(stack, mailbox):
     run = run_sensor(with_options(args, smtp_tls="tls", imap_tls="tls") + ["--insecure"])
     assert not run.error, run.text
     assert "(implicit TLS)" in run.text
+
+
+def _without_ca_file(args):
+    i = args.index("--ca-file")
+    return args[:i] + args[i + 2:]
+
+
+@pytest.mark.parametrize("source", ["directory", "file"])
+def test_system_trust_store_as_a_hashed_directory_or_a_named_file(stack, mailbox, tmp_path, source):
+    """The system's CAs are read from OpenSSL's hashed directory where there is one (cheaper
+    than parsing the bundle, tls.system_ca_directory); SSL_CERT_FILE naming another file than
+    the system bundle is honoured. Here the stack's CA stands for a public CA in each place."""
+    import shutil
+    import subprocess
+
+    hashed = tmp_path / "certs"
+    hashed.mkdir()
+    ca_copy = tmp_path / "stack-ca.pem"
+    shutil.copy(stack["ca_file"], ca_copy)
+    if source == "directory":
+        shutil.copy(stack["ca_file"], hashed / "stack-ca.pem")
+        subprocess.run(["openssl", "rehash", str(hashed)], check=True, capture_output=True)
+        env = {"SSL_CERT_DIR": str(hashed), "SSL_CERT_FILE": ""}
+    else:  # a hashed directory without this CA must not stand in for the file that has it
+        (hashed / "00000000.0").write_text("")
+        env = {"SSL_CERT_DIR": str(hashed), "SSL_CERT_FILE": str(ca_copy)}
+    args = with_options(_without_ca_file(base_args(stack, smtp="smtps", imap="imaps")), smtp_tls="tls", imap_tls="tls")
+    run = run_sensor(args, env=env)
+    assert not run.error, run.text
+    assert "(implicit TLS)" in run.text
+
+
+@pytest.mark.parametrize(
+    "cert_file, expected",
+    [(None, "dir"), ("bundle", "dir"), ("other", None)],
+)
+def test_system_ca_directory_only_where_it_holds_the_same_cas(monkeypatch, tmp_path, cert_file, expected):
+    import ssl
+
+    from prtg_roundtrip.tls import system_ca_directory
+
+    paths = ssl.get_default_verify_paths()
+    (tmp_path / "0123abcd.0").write_text("")
+    monkeypatch.setenv(paths.openssl_capath_env, str(tmp_path))
+    if cert_file is None:
+        monkeypatch.delenv(paths.openssl_cafile_env, raising=False)
+    else:
+        monkeypatch.setenv(paths.openssl_cafile_env,
+                           paths.openssl_cafile if cert_file == "bundle" else str(tmp_path / "other.pem"))
+    assert system_ca_directory() == (str(tmp_path) if expected else None)
+    (tmp_path / "0123abcd.0").unlink()  # not hashed: no directory form
+    assert system_ca_directory() is None

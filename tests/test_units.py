@@ -293,3 +293,55 @@ def test_unbalanced_quotes_on_stdin_give_a_script_v2_error_document():
     code = cli.main([], environ={}, stdout=out, stdin=io.BytesIO(b'--from "a@example.com'))
     doc = check_output.parse(out.getvalue().decode("utf-8"), "script-v2")
     assert code == 0 and doc.error and "do not split" in doc.text
+
+
+def test_imapclient_version_without_importlib_metadata():
+    """startup.prepare_imports gives IMAPClient the version importlib.metadata would (in a
+    fresh interpreter, where neither is imported yet)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from prtg_roundtrip.startup import prepare_imports\n"
+        "prepare_imports()\n"
+        "import imapclient\n"
+        "print('importlib.metadata' in sys.modules)\n"
+        "from importlib import metadata\n"
+        "print(imapclient.__version__ == metadata.version('imapclient'), imapclient.version_info)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "False"
+    assert out[1].startswith("True (")
+
+
+@pytest.mark.parametrize("fmt", list(OutputFormat))
+def test_compiled_templates_cached_in_the_private_folder(tmp_path, monkeypatch, fmt):
+    """render(cache_folder=...) keeps each compiled template in the state folder (0600) and a
+    later run loads it instead of compiling; a damaged entry is compiled again."""
+    import os
+    import stat
+
+    import jinja2
+
+    from prtg_roundtrip import render as render_module
+
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    report = Report.success((Channel("Total", 12.5, 10),), "fine")
+    first = render(report, fmt, str(folder))
+    (entry,) = list(folder.iterdir())
+    assert entry.name.startswith("template-") and stat.S_IMODE(os.lstat(entry).st_mode) == 0o600
+
+    render_module._environment.cache_clear()  # as a new process would start
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled although cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(jinja2.Environment, "compile", no_compiling)
+        assert render(report, fmt, str(folder)) == first
+    render_module._environment.cache_clear()
+    entry.write_bytes(b"garbage")
+    assert render(report, fmt, str(folder)) == first
+    render_module._environment.cache_clear()

@@ -58,6 +58,8 @@ __all__ = ["AccessToken", "get_token"]
 
 @dataclass(frozen=True)
 class AccessToken:
+    """An access token in hand, and what getting it cost."""
+
     value: str = field(repr=False)
     expires_at: float  # Unix time (for a token command's token: the end of this run's budget)
     fetched: bool  # True if this call asked the identity provider (or ran the command)

@@ -1,25 +1,24 @@
-#!/usr/bin/env python3
-"""Benchmark of what an OAuth2 login costs the sensor (issue 8, "Targets"): prints figures, not a test.
+"""``oauth2`` subcommand: what an OAuth2 login costs the sensor (issue 8, "Targets"); figures, not a test.
 
 Reproduce (as root on Debian 12, from the repository root; about 1 s per sensor run, so some
 40 s with the default 9 runs)::
 
-    .venv/bin/python tools/bench_oauth2.py                   # 9 rounds
-    .venv/bin/python tools/bench_oauth2.py --runs 3 --json   # the table, then one JSON line
-    .venv/bin/python tools/bench_oauth2.py --port-base 19000 --dir /tmp/prtg-rt-19000
+    .venv/bin/python tools/bench oauth2                   # 9 rounds
+    .venv/bin/python tools/bench oauth2 --runs 3 --json   # the table, then one JSON line
+    .venv/bin/python tools/bench oauth2 --port-base 19000 --dir /tmp/prtg-rt-19000
 
 Use an interpreter that has the package's dependencies: the sensor runs as ``PYTHON -m
 prtg_roundtrip`` from the repository root, PYTHON being this interpreter unless ``--python``
 names another.  The bench starts its own Postfix + Dovecot with tools/mailstack.py (port base
-14000, directory /tmp/prtg-roundtrip-bench-14000: the same defaults as tools/bench.py, so do not
-run both at once) and the stack's token service (tools/tokenservice.py, HTTPS with the stack's
+14000, directory /tmp/prtg-roundtrip-bench-14000: the same defaults as the other
+sections, so do not run both at once) and the stack's token service (tools/tokenservice.py, HTTPS with the stack's
 server certificate on port base + 443, in a thread of this process), everything on loopback,
 and stops both at the end (``--keep-stack`` leaves the mail stack running; a stack directory the
 bench created is removed, and so are the token caches it made).
 
-The sensor processes are started and measured with tools/bench.py's own pieces (loaded by
-path): its ``python -S -I`` spawner (wall time = from just before posix_spawn to os.wait4's
-return), its document parser, Figure/Results table and JSON.  Every figure is the median of
+The sensor processes are started and measured with the bench's own pieces: its ``python -S -I``
+spawner (procs.py; wall time = from just before posix_spawn to os.wait4's return), the
+project's document parser (tools/check_output.py), the Figure/Results table and JSON.  Every figure is the median of
 ``--runs`` values (min and max beside it) unless it says otherwise.
 
 The runs.  All sensor runs use the same servers, ports, mailbox and options, STARTTLS on both
@@ -86,7 +85,7 @@ fetch
 Output: a table on stdout (figure, unit, median, min, max, target, PASS/MISS), notes below it,
 the load average before and after (the figures are only as quiet as the machine), and with
 ``--json`` one last line of JSON with every figure and value.  Progress goes to stderr.  Stdlib
-plus the package; Python 3.9 to 3.13; Linux only (tools/bench.py's spawner).
+plus the package; Python 3.9 to 3.13; Linux only (the bench's spawner).
 """
 
 from __future__ import annotations
@@ -94,7 +93,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import imaplib
-import importlib.util
 import json
 import os
 import shutil
@@ -106,7 +104,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
+from .figures import Results
+from .procs import prepare_bytecode, run_processes
+from .sensor import SensorRun
+from .stack import Bench
+from .util import ROOT, RUN_TIMEOUT, SENSOR_TIMEOUT, BenchError, load_tool, progress
 
 TARGET_MS = 5.0
 SENSOR_ID = "bench-oauth2"
@@ -115,19 +117,6 @@ APP_SECRET = "Bench-App-S3cret-6c1e0a"  # a test value for the bench's own token
 SECRET_ENV = "RT_BENCH_APP_SECRET"
 VARIANTS = ("password", "cached", "fetch", "endpoint")
 
-
-def _load_tool(name: str) -> Any:
-    """tools/NAME.py as a module (the tools are files, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bench_oauth2_{name}", ROOT / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_tool("bench")
-progress = bench.progress
 
 # The plain client for the endpoint's time: the same form, a new connection per request, the
 # sensor's TLS context.  Reads the URL, CA file and form as JSON on stdin (the secret stays out
@@ -177,14 +166,14 @@ class Round:
     """One round's measurements."""
 
     def __init__(self) -> None:
-        self.runs: Dict[str, Any] = {}  # variant -> bench.SensorRun
+        self.runs: Dict[str, Any] = {}  # variant -> SensorRun
         self.endpoint: Optional[Dict[str, Any]] = None
 
 
 class OAuthBench:
     def __init__(self, args: argparse.Namespace, info: Dict[str, Any], service: Any, results: Any, work: Path):
         self.args = args
-        self.b = bench.Bench(args, info, results)  # ports, users, IMAP housekeeping
+        self.b = Bench(args, info, results)  # ports, users, IMAP housekeeping
         self.info = info
         self.service = service
         self.results = results
@@ -206,7 +195,7 @@ class OAuthBench:
             "--imap-user", probe["login"],
             "--from", sender["address"], "--to", probe["address"],
             "--ca-file", str(self.info["ca_file"]), "--helo", "bench.roundtrip.test",
-            "--timeout", bench.SENSOR_TIMEOUT, "--max-trip-time", "20",
+            "--timeout", SENSOR_TIMEOUT, "--max-trip-time", "20",
             "--format", "prtg-json", "--channels", "detailed", "--sensor-id", SENSOR_ID,
         ]  # fmt: skip
 
@@ -229,8 +218,8 @@ class OAuthBench:
     def sensor(self, argv: List[str], state: Path, what: str) -> Any:
         env = {**self.b.env, SECRET_ENV: APP_SECRET, "PRTG_RT_STATE_DIR": str(state)}
         before = (self.service.requests("token"), self.service.requests("introspect"))
-        proc = bench.run_processes([argv], env, spawner=self.args.python)[0]
-        run = bench.SensorRun(proc, bench.parse_document(proc.stdout))
+        proc = run_processes([argv], env, spawner=self.args.python)[0]
+        run: Any = SensorRun.of(proc)  # with the token service's counters added below
         self.b.must(run, what)
         run.token_requests = self.service.requests("token") - before[0]
         run.introspections = self.service.requests("introspect") - before[1]
@@ -267,12 +256,12 @@ class OAuthBench:
         before = self.service.requests("token")
         proc = subprocess.run([self.args.python, "-c", _ENDPOINT_CLIENT], input=json.dumps(config),
                               capture_output=True, text=True, cwd=str(ROOT), env=self.b.env,
-                              timeout=bench.RUN_TIMEOUT, check=False)
+                              timeout=RUN_TIMEOUT, check=False)
         if proc.returncode != 0:
-            raise bench.BenchError(f"the endpoint client failed: {proc.stderr.strip()[-500:]}")
+            raise BenchError(f"the endpoint client failed: {proc.stderr.strip()[-500:]}")
         data = json.loads(proc.stdout.strip().splitlines()[-1])
         if data["problems"]:
-            raise bench.BenchError(f"the token endpoint refused the plain client: {data['problems']}")
+            raise BenchError(f"the token endpoint refused the plain client: {data['problems']}")
         asked = self.service.requests("token") - before
         if asked != 4:
             self.note(f"the endpoint client made {asked} token requests, not 4")
@@ -378,8 +367,9 @@ def report(rounds: List[Round], results: Any) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Benchmark what an OAuth2 login costs the sensor against the local "
-                                "mail stack and token service (see the top of tools/bench_oauth2.py).")
+    p = argparse.ArgumentParser(prog="tools/bench oauth2",
+                                description="Benchmark what an OAuth2 login costs the sensor against the local "
+                                "mail stack and token service (see tools/bench/oauth2.py).")
     p.add_argument("--runs", type=int, default=9, help="rounds, each one run of every kind (default 9)")
     p.add_argument("--port-base", type=int, default=14000, help="mail stack port base (default 14000)")
     p.add_argument("--dir", help="mail stack directory (default /tmp/prtg-roundtrip-bench-PORTBASE)")
@@ -404,7 +394,7 @@ def _load() -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     started = time.monotonic()
     args = parse_args(argv)
-    results = bench.Results()
+    results = Results()
     results.meta.update(
         runs=args.runs, port_base=args.port_base, dir=args.dir, python=args.python, mechanism=args.mechanism,
         bench_python=sys.version.split()[0], started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), cpus=os.cpu_count(),
@@ -413,11 +403,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     check = subprocess.run([args.python, "-c", "import prtg_roundtrip, imapclient; print(prtg_roundtrip.__version__)"],
                            cwd=str(ROOT), capture_output=True, text=True, check=False, timeout=60)
     if check.returncode != 0:
-        print(f"bench_oauth2: {args.python} cannot import the sensor:\n{check.stderr}", file=sys.stderr)
+        print(f"bench oauth2: {args.python} cannot import the sensor:\n{check.stderr}", file=sys.stderr)
         return 2
     results.meta["sensor_version"] = check.stdout.strip()
-    mailstack = _load_tool("mailstack")
-    tokenservice = _load_tool("tokenservice")
+    mailstack = load_tool("mailstack")
+    tokenservice = load_tool("tokenservice")
     stack = mailstack.MailStack(args.dir, args.port_base)
     created = not Path(args.dir).exists()
     service = None
@@ -431,10 +421,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                             keyfile=oauth2["server_key"])
         service.start()
         if service.url != oauth2["url"]:
-            raise bench.BenchError(f"the token service listens at {service.url}, Dovecot asks {oauth2['url']}")
+            raise BenchError(f"the token service listens at {service.url}, Dovecot asks {oauth2['url']}")
         users = info["users"]
         service.add_client(APP, secret=APP_SECRET, mailboxes=[users["probe"]["login"], users["sender"]["login"]])
         ob = OAuthBench(args, info, service, results, work)
+        results.note("setup", prepare_bytecode(args.python, ob.b.env))
         left = ob.b.clear_inbox("probe")
         if left:
             results.note("setup", f"probe's INBOX held {left} message(s) at the start: expunged")
@@ -448,7 +439,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         left = ob.b.clear_inbox("probe")
         if left:
             results.note("checks", f"{left} message(s) left in probe's INBOX afterwards: expunged")
-    except (bench.BenchError, RuntimeError, OSError, imaplib.IMAP4.error) as exc:
+    except (BenchError, RuntimeError, OSError, imaplib.IMAP4.error) as exc:
         results.note("aborted", f"{type(exc).__name__}: {exc}")
         status = 1
     except KeyboardInterrupt:
@@ -478,6 +469,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(results.as_json(), sort_keys=True))
     return status
 
-
-if __name__ == "__main__":
-    sys.exit(main())
