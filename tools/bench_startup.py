@@ -55,14 +55,14 @@ def base_python() -> str:
 
 
 def bench_venv(python: str, where: Path) -> str:
-    """A venv with the package installed (not editable) and compiled; made once, reused."""
+    """A venv with the package installed from this checkout (not editable) and compiled."""
     venv = where / f"bench-venv-{_version(python)}"
     interpreter = venv / "bin" / "python"
     if not interpreter.exists():
         subprocess.run([python, "-m", "venv", str(venv)], check=True)
-        pip = [str(interpreter), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        subprocess.run([*pip, "--require-hashes", "-r", str(ROOT / "requirements" / "runtime.txt")], check=True)
-        subprocess.run([*pip, "--no-deps", str(ROOT)], check=True)
+    pip = [str(interpreter), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--require-hashes", "-r", str(ROOT / "requirements" / "runtime.txt")], check=True)
+    subprocess.run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], check=True)  # this checkout, as it is now
     purelib = subprocess.run([str(interpreter), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run([str(interpreter), "-m", "compileall", "-q", purelib], check=True)
