@@ -1,7 +1,9 @@
-"""Start-up of prtg-roundtrip.pyz: the module `prtg_roundtrip_pyz` at the archive's root.
+"""Start-up of prtg-roundtrip.pyz: the archive's `__main__.py`, and the module `prtg_roundtrip_pyz`.
 
-tools/build-pyz stores this file in the archive as `prtg_roundtrip_pyz.py`, with BUILD_ID set
-to the hash of everything else in the archive; the archive's `__main__.py` calls main().
+tools/build-pyz stores this file in the archive twice, with BUILD_ID set to the hash of
+everything else in the archive and without docstrings and comments: as `__main__.py`, which
+calls main(), and as `prtg_roundtrip_pyz.py` for the entry scripts that import the package from
+a .pyz (scripts/prtg_roundtrip_python.py calls activate()).
 
 A zip application imports its modules from source on every run (zipimport never writes
 bytecode), and compiling the package and its dependencies costs more than a round trip. So the
@@ -128,7 +130,9 @@ def activate(archive: str) -> str:
 
 
 def main() -> None:
-    """`python prtg-roundtrip.pyz ARGS`: the same as the `prtg-roundtrip` command."""
+    """`python prtg-roundtrip.pyz ARGS`: the same as the `prtg-roundtrip` command. (Run as the
+    archive's __main__.py, which holds this code too: known to the package by its module name.)"""
+    sys.modules.setdefault(MAIN_MODULE, sys.modules[__name__])
     activate(os.path.dirname(os.path.abspath(__file__)))
     from prtg_roundtrip.cli import run
 
