@@ -23,6 +23,7 @@ from .report import Report, usable_secrets
 from .settings import (
     ChannelSet,
     Credentials,
+    JunkIs,
     OutputFormat,
     SearchMethod,
     Settings,
@@ -181,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="server: IMAP SEARCH (default); local: read the new messages' headers")
     imap.add_argument("--wait", choices=_choices(WaitMethod), default=WaitMethod.AUTO.value,
                       help="auto: IDLE where offered, else polling (default); poll: never IDLE")
+
+    deliver = p.add_argument_group("deliverability (where the probe landed, how the receiving server judged it)")
+    deliver.add_argument("--junk-folder", metavar="NAME|off",
+                         help="the Junk folder watched besides the mailbox (default: the folder with the "
+                         "\\Junk attribute, else a common name such as Junk or Spam); off: not watched")
+    deliver.add_argument("--junk-is", choices=_choices(JunkIs), default=JunkIs.ERROR.value,
+                         help="a probe that landed in the Junk folder is an error (default) or a warning")
+    deliver.add_argument("--authserv-id", metavar="ID",
+                         help="read only the Authentication-Results this server wrote (default: the "
+                         "topmost field's authserv-id, the nearest server's)")
 
     oauth = p.add_argument_group("OAuth2 (one client for both legs; see the README for Microsoft 365 and Google)")
     oauth.add_argument("--oauth2-provider", choices=_choices(Provider),

@@ -106,7 +106,7 @@ def _parse_json(text: str, problems: List[str]) -> Optional[Document]:
 
 
 V2_STATUS = ("ok", "warning", "error")
-V2_TYPES = ("integer", "float")
+V2_TYPES = ("integer", "float", "lookup")
 
 
 def _parse_v2(text: str, problems: List[str]) -> Optional[Document]:
@@ -148,7 +148,12 @@ def _parse_v2(text: str, problems: List[str]) -> Optional[Document]:
             problems.append(f"channel {cid}: no name")
         if c.get("type") not in V2_TYPES:
             problems.append(f"{name}: type {c.get('type')!r} is not one of {V2_TYPES}")
-        if not isinstance(kind, str) or not kind:
+        if c.get("type") == "lookup":  # a value lookup: its id instead of a kind, a whole number
+            if not isinstance(c.get("lookup_name"), str) or not c.get("lookup_name"):
+                problems.append(f"{name}: a lookup channel without lookup_name")
+            if not isinstance(value, int) or isinstance(value, bool):
+                problems.append(f"{name}: a lookup channel with value {value!r}, not an integer")
+        elif not isinstance(kind, str) or not kind:
             problems.append(f"{name}: no kind")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             problems.append(f"{name}: value {value!r} is not a number")
