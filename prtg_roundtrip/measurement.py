@@ -159,15 +159,15 @@ def summary(m: Measurement) -> Tuple[str, bool]:
     return text, warning
 
 
-def junk_cause(m: Measurement) -> str:
-    return (f"Arrived in Junk after {m.imap_ms:.0f} ms: the receiving server's spam filter classified the probe "
+def junk_cause(m: Measurement, first: str = "Arrived") -> str:
+    return (f"{first} in Junk after {m.imap_ms:.0f} ms: the receiving server's spam filter classified the probe "
             f"(found in {m.receive.junk_folder!r})")
 
 
 def junk_error(m: Measurement) -> LandedInJunk:
     """A probe in the Junk folder as the run's error (--junk-is error, the default)."""
     verdicts = m.receive.verdicts.describe()
-    cause = junk_cause(m) + (f"; receiving server: {verdicts}" if verdicts else "")
+    cause = junk_cause(m, "arrived") + (f"; receiving server: {verdicts}" if verdicts else "")
     cause += "; " + ("it was deleted there" if m.receive.deletion == "expunged" else
                      "deleting it there failed or was only flagged (see the note)")
     error = LandedInJunk(

@@ -332,7 +332,7 @@ first_valid_uid = {mail_uid}
 mail_location = maildir:~/Maildir
 namespace inbox {{
   inbox = yes
-}}
+{inbox_extra}}}
 
 service imap-login {{
   inet_listener imap {{
@@ -382,13 +382,13 @@ service auth {{
 
 protocol lmtp {{
   postmaster_address = postmaster@{domain}
-}}
+{lmtp_extra}}}
 
 # Load tests run dozens of sensors on one mailbox from one address (Dovecot's default is 10).
 protocol imap {{
   mail_max_userip_connections = 200
 }}
-"""
+{delivery_conf}"""
 
 # Dovecot's oauth2 passdb (args file).  Dovecot 2.3.19 POSTs `token=...` to the introspection URL
 # (RFC 7662 style; the URL is not %-expanded, and an unexpanded %u in it makes the auth process
@@ -435,6 +435,20 @@ exit 101
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _deliverystack():  # noqa: ANN202 - the module, loaded by path (this file is loaded by path too)
+    """tools/deliverystack.py, only for stacks with delivery=True."""
+    import importlib.util
+
+    name = "tools_deliverystack"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("deliverystack.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def _run(cmd: list[str], input_text: str = "", env: dict[str, str] | None = None) -> str:
@@ -613,27 +627,28 @@ def issue_certificate(tls_dir: Path, name: str, san: str = SERVER_SAN, days: int
 # --------------------------------------------------------------------------------------------
 
 
-def packages_installed() -> bool:
-    return all(os.path.exists(path) for path in REQUIRED_FILES)
+def packages_installed(required: list[str] | None = None) -> bool:
+    return all(os.path.exists(path) for path in (required or REQUIRED_FILES))
 
 
-def install_packages() -> None:
+def install_packages(packages: list[str] | None = None, required: list[str] | None = None) -> None:
     """apt-get install the servers (once), leaving the system-wide instances unconfigured and down."""
-    if packages_installed():
+    packages, required = packages or APT_PACKAGES, required or REQUIRED_FILES
+    if packages_installed(required):
         return
     if os.geteuid() != 0:
-        raise RuntimeError(f"Postfix/Dovecot are not installed and only root can install {APT_PACKAGES}")
+        raise RuntimeError(f"Postfix/Dovecot are not installed and only root can install {packages}")
     with _file_lock(Path(INSTALL_LOCK)):
-        if packages_installed():
+        if packages_installed(required):
             return
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         _run(["debconf-set-selections"], input_text=POSTFIX_PRESEED, env=env)
         apt = ["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=300"]
         _run([*apt, "update"], env=env)
         with _services_kept_down():
-            _run([*apt, "install", "--no-install-recommends", *APT_PACKAGES], env=env)
+            _run([*apt, "install", "--no-install-recommends", *packages], env=env)
         _stop_system_services()
-        missing = [path for path in REQUIRED_FILES if not os.path.exists(path)]
+        missing = [path for path in required if not os.path.exists(path)]
         if missing:
             raise RuntimeError(f"apt-get install finished, but these are still missing: {missing}")
 
@@ -673,7 +688,8 @@ class MailStack:
     """One private Postfix + Dovecot pair, living in ``base_dir`` on ports ``port_base + N``."""
 
     def __init__(
-        self, base_dir: str | None = None, port_base: int | None = None, oauth2_url: str | None = None
+        self, base_dir: str | None = None, port_base: int | None = None, oauth2_url: str | None = None,
+        delivery: bool = False,
     ) -> None:
         self.dir = Path(base_dir or os.environ.get(ENV_DIR) or DEFAULT_DIR).resolve()
         self.postfix_dir = self.dir / "postfix"  # main.cf, master.cf
@@ -688,7 +704,11 @@ class MailStack:
         self.mail_root = self.dir / "mail"
         self.state_file = self.dir / "stack.json"
         self.port_base = self._choose_port_base(port_base)
-        self.ports = {name: self.port_base + offset for name, offset in PORT_OFFSETS.items()}
+        # delivery=True: Sieve, a \\Junk folder and SpamAssassin (tools/deliverystack.py), on ports
+        # of its own, so that it runs beside an ordinary stack of the same port base.
+        self.delivery = _deliverystack().DeliveryParts(self.dir, self.port_base, HOST) if delivery else None
+        offsets = _deliverystack().DELIVERY_PORT_OFFSETS if delivery else PORT_OFFSETS
+        self.ports = {name: self.port_base + offset for name, offset in offsets.items()}
         self.token_service_port = self.port_base + TOKEN_SERVICE_OFFSET
         # The token service's base URL: Dovecot introspects at <oauth2_url>/introspect.
         self.oauth2_url = (oauth2_url or f"https://{HOST}:{self.token_service_port}").rstrip("/")
@@ -698,6 +718,8 @@ class MailStack:
     def install(self) -> None:
         """Install the Debian packages if they are missing (fast no-op otherwise)."""
         install_packages()
+        if self.delivery is not None:
+            install_packages(_deliverystack().APT_PACKAGES, _deliverystack().REQUIRED_FILES)
 
     def start(self) -> dict[str, object]:
         """Start the stack, or find it running; return its info.  Idempotent."""
@@ -713,9 +735,13 @@ class MailStack:
             self._check_ports_free()
             self._prepare()
             try:
+                if self.delivery is not None:
+                    self.delivery.start()  # spamd: Sieve hands it every delivered message
                 self._start_dovecot()  # first: Postfix delivers into it at once
                 self._start_postfix()
                 self._wait_for_ports()
+                if self.delivery is not None:
+                    self.delivery.wait(_port_open)
             except BaseException:
                 self._stop_locked()
                 raise
@@ -730,7 +756,8 @@ class MailStack:
             self._stop_locked()
 
     def running(self) -> bool:
-        return self._postfix_pid() is not None and self._dovecot_pid() is not None
+        daemons = self._postfix_pid() is not None and self._dovecot_pid() is not None
+        return daemons and (self.delivery is None or self.delivery.running())
 
     def info(self) -> dict[str, object]:
         """Everything a client needs: ports, users, CA, where mail, config and logs are."""
@@ -766,6 +793,7 @@ class MailStack:
                 "server_cert": str(self.tls_dir / "server.pem"),
                 "server_key": str(self.tls_dir / "server.key"),
             },
+            "delivery": self.delivery.info() if self.delivery is not None else None,
             "postfix_config": str(self.postfix_dir),
             "dovecot_config": str(self.dovecot_conf),
             "logs": {
@@ -861,7 +889,11 @@ class MailStack:
         elif not (self.tls_dir / "server.pem").exists() or not (self.tls_dir / "server.key").exists():
             issue_certificate(self.tls_dir, "server")
         values = self._template_values()
+        if self.delivery is not None:
+            self.delivery.prepare(_write, _mkdir)
         self._write_dovecot_config(values)
+        if self.delivery is not None:
+            self.delivery.compile_sieve(self.dovecot_conf)
         self._write_postfix_config(values)
         self._make_mail_store()
         self._make_postfix_queue()
@@ -898,6 +930,10 @@ class MailStack:
             "mail_group": grp.getgrgid(mail.pw_gid).gr_name,
             "mail_uid": mail.pw_uid,
             "mail_root": self.mail_root,
+            "lmtp_extra": "",
+            "inbox_extra": "",
+            "delivery_conf": "",
+            **(self.delivery.template_values() if self.delivery is not None else {}),
         }
 
     def _write_dovecot_config(self, values: dict[str, object]) -> None:
@@ -975,6 +1011,8 @@ class MailStack:
         Leftovers are killed after STOP_TIMEOUT.  Dovecot's master needs about a second: it
         stops its log process last, from a timer.
         """
+        if self.delivery is not None or (self.dir / "spamassassin" / "spamd.pid").exists():
+            (self.delivery or _deliverystack().DeliveryParts(self.dir, self.port_base, HOST)).stop()
         masters = self._all_masters()
         processes = _process_tree(masters)
         for pid in masters:
@@ -1041,8 +1079,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--oauth2-url", help="the token service's base URL (default: https://127.0.0.1:<port base + 443>)"
     )
+    parser.add_argument("--delivery", action="store_true",
+                        help="with Sieve, a \\Junk folder and SpamAssassin (tools/deliverystack.py), on its own ports")
     args = parser.parse_args(argv)
-    stack = MailStack(args.dir, args.port_base, args.oauth2_url)
+    stack = MailStack(args.dir, args.port_base, args.oauth2_url, delivery=args.delivery)
     try:
         if args.command == "install":
             stack.install()
