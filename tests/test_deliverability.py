@@ -83,7 +83,7 @@ def test_probe_in_the_inbox_reports_landed_inbox_and_the_real_spam_score(deliver
         assert run.doc.channel(method)["ValueLookup"] == "prtg.roundtrip.authresult"
     assert "found it in 'INBOX'" in run.text and "deleted" in run.text
     assert "watching the Junk folder 'Junk'" in run.stderr
-    assert [c for c in _sent(run) if "LIST" in c][0].endswith('LIST (SPECIAL-USE) "" "*"')
+    assert next(c for c in _sent(run) if "LIST" in c).endswith('LIST (SPECIAL-USE) "" "*"')
     assert _probes(junk, "INBOX") == [] and _probes(junk, "Junk") == []
 
 

@@ -91,7 +91,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 DEFAULT_DIR = "/tmp/prtg-roundtrip-mailstack"
 DEFAULT_PORT_BASE = 12000
@@ -437,7 +437,7 @@ exit 101
 # --------------------------------------------------------------------------------------------
 
 
-def _deliverystack():  # noqa: ANN202 - the module, loaded by path (this file is loaded by path too)
+def _deliverystack() -> Any:
     """tools/deliverystack.py, only for stacks with delivery=True."""
     import importlib.util
 
