@@ -79,8 +79,10 @@ def test_probe_in_the_inbox_reports_landed_inbox_and_the_real_spam_score(deliver
     assert run.doc.value("Landed") == 1
     assert run.doc.channel("Landed")["ValueLookup"] == "prtg.roundtrip.landed"
     assert run.doc.value("Spam Score") == 0.0  # SpamAssassin's X-Spam-Status score=0.0
-    for method in ("SPF", "DKIM", "DMARC"):
+    for method in ("SPF", "DKIM", "DMARC"):  # OpenDKIM (signed, then verified), OpenDMARC (SPF, DMARC)
         assert run.doc.channel(method)["ValueLookup"] == "prtg.roundtrip.authresult"
+        assert run.doc.value(method) == 1, run.text  # pass
+    assert "SPF pass, DKIM pass, DMARC pass (by mail.roundtrip.test)" in run.text
     assert "found it in 'INBOX'" in run.text and "deleted" in run.text
     assert "watching the Junk folder 'Junk'" in run.stderr
     assert next(c for c in _sent(run) if "LIST" in c).endswith('LIST (SPECIAL-USE) "" "*"')
@@ -136,18 +138,20 @@ def test_a_named_junk_folder_is_used(delivery_stack, junk):
     assert not [c for c in _sent(run) if "SPECIAL-USE" in c]  # named: a plain LIST checks that it exists
 
 
-def test_a_forged_authentication_results_field_is_ignored(delivery_stack, junk):
+@pytest.mark.parametrize("authserv_id", [None, "mail.roundtrip.test"])
+def test_a_forged_authentication_results_field_is_ignored(delivery_stack, junk, authserv_id):
     """Sieve appends 'Authentication-Results: forged.example; spf=fail; dkim=fail; dmarc=fail'
-    at the bottom of the header, where a sender's own field would be; it is not the receiving
-    server's, so it is not reported."""
-    forged = delivery_stack["delivery"]["forge_word"]
-    args = with_options(base_args(delivery_stack), subject_text=forged, authserv_id="mail.roundtrip.test")
+    at the bottom of the header, where a sender's own field would be; the receiving server's
+    fields (OpenDKIM's, OpenDMARC's) are on top. By default the topmost field's id counts, or
+    the one --authserv-id names: the forged one is ignored either way."""
+    args = with_options(base_args(delivery_stack), subject_text=delivery_stack["delivery"]["forge_word"])
+    if authserv_id:
+        args = with_options(args, authserv_id=authserv_id)
     run = run_sensor(args)
     assert not run.error, run.text
-    for method in ("SPF", "DKIM", "DMARC"):
-        assert run.doc.value(method) == 0  # not reported
+    assert [run.doc.value(m) for m in ("SPF", "DKIM", "DMARC")] == [1, 1, 1], run.text
     assert "fail" not in run.text
-    # the same message read with the forger's id does show the forged results: they were there
+    # the same message read with the forger's id shows the forged results: they were there
     run = run_sensor(with_options(args, authserv_id=delivery_stack["delivery"]["forged_authserv_id"]))
     assert [run.doc.value(m) for m in ("SPF", "DKIM", "DMARC")] == [2, 2, 2]
 
