@@ -29,6 +29,13 @@ imap_starttls   +144    IMAP offering STARTTLS, LOGIN allowed before it too
 imaps           +993    IMAP with implicit TLS
 ==============  ======  ================================================================
 
+``MailStack(DIR, BASE, delivery=True)`` (``--delivery``) is a stack with Sieve, a ``\\Junk``
+folder, SpamAssassin, OpenDKIM, OpenDMARC and a DNS server (tools/deliverystack.py, which has the
+details) on offsets of its own, so it runs beside an ordinary stack of the same port base:
+smtp_plain +625, smtp_starttls +626, smtp_verify +627, imap_plain +643, imap_starttls +644,
+smtps +665, submission +687, imaps +693, OpenDKIM +781, OpenDMARC +782, spamd +783, and DNS on
+port 53 of 127.53.x.y (from the port base).  Give it its own DIR.
+
 All ports are on 127.0.0.1.  ``imap_plain`` is a second imap-login service started with
 ``-o ssl=no`` (so no STARTTLS) rather than a listener on another loopback address.
 
@@ -54,7 +61,7 @@ accepts a token in clear on loopback (it counts loopback as secure), before STAR
 Command line::
 
     python3 tools/mailstack.py {install,start,stop,status,info} [--dir DIR] [--port-base N]
-                               [--oauth2-url URL]
+                               [--oauth2-url URL] [--delivery]
 
 ``install`` installs the packages if missing; ``start`` installs if needed, writes the config,
 starts Dovecot then Postfix, waits for every port and prints the info JSON (ports, users,
