@@ -11,6 +11,7 @@ show when it has a special-use folder) cover the rest.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -84,6 +85,12 @@ def test_probe_in_the_inbox_reports_landed_inbox_and_the_real_spam_score(deliver
         assert run.doc.value(method) == 1, run.text  # pass
     assert "SPF pass, DKIM pass, DMARC pass (by mail.roundtrip.test)" in run.text
     assert "found it in 'INBOX'" in run.text and "deleted" in run.text
+    # the verdict fields came with the probe's header FETCH, read with BODY.PEEK (no \Seen), and
+    # the only flag set is the probe's \Deleted
+    fetches = [c for c in _sent(run) if " FETCH " in c]
+    assert fetches and all("BODY.PEEK[HEADER.FIELDS (" in c and "AUTHENTICATION-RESULTS" in c for c in fetches)
+    stores = [c.split(" ", 1)[1] for c in _sent(run) if " STORE " in c]
+    assert len(stores) == 1 and re.fullmatch(r"UID STORE \d+ \+FLAGS\.SILENT \(\\+Deleted\)", stores[0]), stores
     assert "watching the Junk folder 'Junk'" in run.stderr
     assert next(c for c in _sent(run) if "LIST" in c).endswith('LIST (SPECIAL-USE) "" "*"')
     assert _probes(junk, "INBOX") == [] and _probes(junk, "Junk") == []
