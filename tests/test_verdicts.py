@@ -210,3 +210,54 @@ def test_shipped_lookups_cover_every_value_the_channels_send():
         singles = root.findall("./Lookups/SingleInt")
         assert {int(s.get("value")) for s in singles} == values
         assert {s.get("state") for s in singles} <= {"Ok", "Warning", "Error", "None"}
+
+
+# -- the options, refused before any connection ----------------------------------------------
+_BASE = ["--from", "a@example.com", "--to", "b@example.com", "--smtp-host", "192.0.2.1", "--imap-host",
+         "192.0.2.1", "--imap-user", "u", "--imap-password", "p", "--format", "prtg-json"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--junk-folder", "Spam\nFolder"], "--junk-folder contains a line break"),
+    (["--junk-folder", "INBOX"], "is the watched --mailbox"),
+    (["--junk-folder", "inbox"], "is the watched --mailbox"),
+    (["--junk-folder", "Archive", "--mailbox", "Archive"], "is the watched --mailbox"),
+    (["--junk-folder", "   "], "--junk-folder is empty"),
+    (["--authserv-id", "mx example.com"], "is not an authserv-id"),
+    (["--authserv-id", "mx;example"], "is not an authserv-id"),
+    (["--junk-is", "ok"], "--junk-is"),
+])
+def test_bad_deliverability_options_are_refused_before_connecting(extra, words):
+    import io
+
+    from conftest import check_output
+
+    from prtg_roundtrip import cli
+
+    out = io.BytesIO()
+    code = cli.main([*_BASE, *extra], environ={}, stdout=out, stdin=io.BytesIO(b""))
+    doc = check_output.parse(out.getvalue().decode("utf-8"), "prtg-json")
+    assert code == 0 and doc.error and doc.text.startswith("Parameters") and words in doc.text, doc.text
+
+
+def test_deliverability_options_parse():
+    from prtg_roundtrip.settings import JunkIs, delivery_settings
+
+    d = delivery_settings({"junk_folder": "OFF", "junk_is": "warning", "authserv_id": "mx.example.com"}, "INBOX")
+    assert (d.watch_junk, d.junk_folder, d.junk_is, d.authserv_id) == (False, None, JunkIs.WARNING, "mx.example.com")
+    d = delivery_settings({}, "INBOX")
+    assert (d.watch_junk, d.junk_folder, d.junk_is, d.authserv_id) == (True, None, JunkIs.ERROR, None)
+    assert delivery_settings({"junk_folder": "Spam"}, "INBOX").junk_folder == "Spam"
+
+
+def test_the_checker_takes_script_v2_lookup_channels():
+    import json
+
+    from conftest import check_output
+
+    lookup = {"id": 30, "name": "Landed", "type": "lookup", "lookup_name": "prtg.roundtrip.landed", "value": 1}
+    doc = {"version": 2, "status": "ok", "message": "m", "channels": [lookup]}
+    assert check_output.check(json.dumps(doc), "script-v2") == []
+    for broken in ({**lookup, "lookup_name": ""}, {**lookup, "value": 1.5}, {k: v for k, v in lookup.items()
+                                                                            if k != "lookup_name"}):
+        assert check_output.check(json.dumps({**doc, "channels": [broken]}), "script-v2"), broken
