@@ -138,7 +138,15 @@ class JunkWatch:
             return None
         self.seen_uidnext = uidnext
         self.looks += 1
-        junk = self._select(self.name)
+        try:
+            junk = self._select(self.name)
+        except IMAPClientAbortError:
+            raise
+        except IMAPClientError as exc:  # (deleted or renamed meanwhile): no mailbox is selected now
+            self.note(f"SELECT {self.name!r} refused ({server_text(exc)}): no longer watching the Junk folder")
+            self.name = None
+            self.reselect_mailbox()
+            return None
         check = junk.check(probe, force=True)
         if check.uid is not None:
             self.box = junk

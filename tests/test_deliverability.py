@@ -216,3 +216,33 @@ def test_nothing_is_asked_of_the_junk_folder_before_the_probe_is_found_fast(deli
     statuses = [i for i, verb in enumerate(verbs) if verb == "STATUS"]
     assert len(statuses) == 1  # when armed, before the send; none while waiting
     assert statuses[0] < verbs.index("SEARCH")
+
+
+class _JunkGoneAway(_NoSpecialUse):
+    """Junk gets mail (UIDNEXT grows) but cannot be selected (deleted meanwhile: NO)."""
+
+    statuses = 0
+
+    def _answer(self, conn: Any, tag: str, verb: str) -> bool:
+        line = self.received[-1]
+        if verb == "STATUS":
+            self.statuses += 1
+            conn.send(f"* STATUS Junk (UIDNEXT {7 + self.statuses})\r\n{tag} OK Status completed.\r\n")
+            return True
+        if verb == "SELECT" and "Junk" in line:
+            conn.send(f"{tag} NO Mailbox doesn't exist: Junk\r\n")
+            return True
+        return super()._answer(conn, tag, verb)
+
+
+def test_a_junk_folder_that_cannot_be_selected_ends_the_watch_not_the_run(stack):
+    with FakeSmtpServer() as smtp, _JunkGoneAway(smtp, visible_after=2.5) as imap:
+        args = with_options(base_args(stack), imap_host=imap.host, imap_port=str(imap.port), smtp_host=smtp.host,
+                            smtp_port=str(smtp.port), max_trip_time="6", interval="1") + ["--verbose"]
+        run = run_sensor(args)
+        commands = imap.commands
+    assert not run.error, run.text
+    assert run.doc.value("Landed") == 1
+    assert "no longer watching the Junk folder" in run.stderr
+    selects = [c for c in commands if c.upper().startswith("SELECT")]
+    assert selects == ['SELECT "INBOX"', 'SELECT "Junk"', 'SELECT "INBOX"']  # back to the mailbox, once
