@@ -404,7 +404,8 @@ class DeliveryParts:
                 running = Path(f"/proc/{pid}/comm").read_text().strip()
             except (OSError, ValueError, IndexError):
                 return None
-            return pid if running.startswith(comm) else None  # ("nsd: main": nsd names its processes)
+            # ("nsd: main": nsd names its processes; a stale pid file may name a zombie)
+            return pid if running.startswith(comm) and _alive(pid) else None
         return None
 
     def _start_spamd(self) -> None:
@@ -442,7 +443,7 @@ class DeliveryParts:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return None
-        return pid if cmdline.startswith(b"spamd") else None  # (spamd sets its title: "spamd" and no arguments)
+        return pid if cmdline.startswith(b"spamd") and _alive(pid) else None  # (spamd's title: "spamd")
 
     def running(self) -> bool:
         return self.pid() is not None and all(self._daemon_pid(name) is not None for name, _, _ in self.daemons)
@@ -483,8 +484,16 @@ def _record(text: str) -> str:
 
 
 def _alive(pid: int) -> bool:
-    """Running, not a zombie."""
+    """Any of its threads still running (a milter's main thread may end before its others, which
+    still hold the listening socket; a zombie nobody reaps is not running)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
         return False
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return True
+        except (OSError, IndexError):
+            continue
+    return False
