@@ -24,6 +24,7 @@ from .report import Failure, Report, usable_secrets
 from .settings import (
     ChannelSet,
     Credentials,
+    JunkIs,
     OutputFormat,
     SearchMethod,
     Settings,
@@ -185,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     imap.add_argument("--wait", choices=_choices(WaitMethod), default=WaitMethod.AUTO.value,
                       help="auto: IDLE where offered, else polling (default); poll: never IDLE")
 
+    deliver = p.add_argument_group("deliverability (where the probe landed, how the receiving server judged it)")
+    deliver.add_argument("--junk-folder", metavar="NAME|off",
+                         help="the Junk folder watched besides the mailbox (default: the folder with the "
+                         "\\Junk attribute, else a common name such as Junk or Spam); off: not watched")
+    deliver.add_argument("--junk-is", choices=_choices(JunkIs), default=JunkIs.ERROR.value,
+                         help="a probe that landed in the Junk folder is an error (default) or a warning")
+    deliver.add_argument("--authserv-id", metavar="ID",
+                         help="read only the Authentication-Results this server wrote (default: the "
+                         "topmost field's authserv-id, the nearest server's)")
+
     oauth = p.add_argument_group("OAuth2 (one client for both legs; see the README for Microsoft 365 and Google)")
     oauth.add_argument("--oauth2-provider", choices=_choices(Provider),
                        help="microsoft365: app-only client credentials; google: service account or refresh "
@@ -215,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="standard: Total, Response Time (SMTP), Response Time (IMAP), and "
                      "SMTP Certificate / IMAP Certificate for each leg whose TLS mode is not off (days "
                      "until the verified certificate expires; -1: none verified, as after a fall-back "
-                     "to plain text or with --insecure); detailed: also each phase (see the README)")
+                     "to plain text or with --insecure); then Landed, SPF, DKIM, DMARC (value lookups), and "
+                     "Spam Score where the server writes one; detailed: also each phase (see the README)")
     out.add_argument("--warning-ms", "-w", "--warning", dest="warning_ms", type=_milliseconds, metavar="MS",
                      help="warning limit on Total (PRTG: applies when PRTG creates the channel; "
                      "Nagios: WARNING above it)")

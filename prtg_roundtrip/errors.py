@@ -70,6 +70,13 @@ class DeliveryTimeout(ImapError):
     step = "Delivery"
 
 
+class LandedInJunk(RoundTripError):
+    """The probe arrived, in the Junk folder: the receiving server's spam filter classified it
+    (an error unless --junk-is warning)."""
+
+    step = "Delivery"
+
+
 class TokenError(RoundTripError):
     """Getting an OAuth2 access token failed (before any mail was sent)."""
 

@@ -26,8 +26,11 @@ from .deadline import now
 from .imap_session import IMAP_FAILURES, ImapSession
 from .probe import MARKER_HEADER, SUBJECT_MARK, Marker, ProbeMail, parse_marker, probe_message_id
 from .settings import SearchMethod
+from .verdicts import VERDICT_FIELDS
 
-_HEADERS = f"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT {MARKER_HEADER.upper()})]"
+# The probe's own fields, and the receiving server's verdicts (read in the same FETCH: no extra
+# round trip), all with BODY.PEEK, which sets no flag.
+_HEADERS = f"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT {MARKER_HEADER.upper()} {' '.join(VERDICT_FIELDS)})]"
 _DELETED = b"\\Deleted"
 FOREIGN_PROBE_AGE = 86400.0  # another sensor's probe is left alone until it is a day old
 MAX_CANDIDATES = 200  # one answer never makes the sensor fetch or parse more than this
@@ -40,6 +43,7 @@ class Check:
     uid: Optional[int]  # the probe's UID, if this check found it
     answered_at: float  # when the answer that decided it came
     searched: bool  # a search was made (not only a NOOP)
+    headers: bytes = b""  # the probe's header fields as fetched (verdicts.parse_verdicts reads them)
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,10 @@ def verified_marker(headers: Message) -> Optional[Marker]:
 class Mailbox:
     """The selected mailbox of an open ImapSession."""
 
-    def __init__(self, session: ImapSession, search: SearchMethod):
+    def __init__(self, session: ImapSession, search: SearchMethod, name: Optional[str] = None):
         self.session = session
         self.search = search
+        self.name = name  # another folder than --mailbox (the Junk folder, see imap_junk); None: --mailbox
         self.uidvalidity = session.uidvalidity
         self.uidnext = session.uidnext
         self.exists_seen_elsewhere()  # SELECT's own EXISTS is the baseline, not news
@@ -114,12 +119,13 @@ class Mailbox:
             return Check(None, seen_at, True)
         # Server search: the FETCH only confirms the hit, which SEARCH already timed. Local
         # search: the FETCH is the match itself (right even where the server's SEARCH lags).
-        headers = self.header_fields(candidates[:MAX_CANDIDATES])
+        headers = self.header_bytes(candidates[:MAX_CANDIDATES])
         if self.search is SearchMethod.LOCAL:
             seen_at = now()
-        for uid, fields in headers:
-            if str(fields.get("Message-ID", "")).strip() == probe.message_id:
-                return Check(uid, seen_at, True)
+        parser = BytesHeaderParser(policy=default_policy)
+        for uid, raw in headers:
+            if str(parser.parsebytes(raw).get("Message-ID", "")).strip() == probe.message_id:
+                return Check(uid, seen_at, True, raw)
         return Check(None, seen_at, True)
 
     def exists_seen_elsewhere(self) -> bool:
@@ -139,12 +145,16 @@ class Mailbox:
 
     def header_fields(self, messages: List[int]) -> List[Tuple[int, Message]]:
         """The probe-relevant header fields of `messages`, read with BODY.PEEK (no \\Seen)."""
-        fetched = self.client.fetch(messages, [_HEADERS])
         parser = BytesHeaderParser(policy=default_policy)
-        result: List[Tuple[int, Message]] = []
+        return [(uid, parser.parsebytes(raw)) for uid, raw in self.header_bytes(messages)]
+
+    def header_bytes(self, messages: List[int]) -> List[Tuple[int, bytes]]:
+        """The same fields, as the raw bytes the server sent."""
+        fetched = self.client.fetch(messages, [_HEADERS])
+        result: List[Tuple[int, bytes]] = []
         for uid, data in fetched.items():
             raw = next((v for k, v in data.items() if bytes(k).startswith(b"BODY[")), b"")
-            result.append((int(uid), parser.parsebytes(bytes(raw or b""))))
+            result.append((int(uid), bytes(raw or b"")))
         return result
 
     # -- deleting -------------------------------------------------------------------------

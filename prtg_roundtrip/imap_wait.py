@@ -19,12 +19,16 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from .deadline import now
 from .errors import DeliveryTimeout
+from .imap_junk import JunkWatch
 from .imap_mailbox import Mailbox, announces_new_mail
 from .imap_session import IMAP_FAILURES, ImapSession, server_text
 from .probe import ProbeMail
 from .settings import WaitMethod
 from .tls import Security
+from .verdicts import NO_VERDICTS, Verdicts
 from .wait_schedule import WaitSchedule
+
+INBOX, JUNK = "inbox", "junk"  # where the probe landed (Landed channel: measurement.LANDED)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class Found:
     found_at: float  # the check that saw the probe returned
     detection: str  # "IDLE push" or "polling": what ended the wait in which the probe was seen
     checks: int
+    landed: str = INBOX  # or JUNK: found in the Junk folder (JunkWatch), which is selected now
+    headers: bytes = b""  # the probe's header fields as fetched (the verdicts are read from them)
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,13 @@ class ReceiveResult:
     checks: int
     deletion: str  # "expunged"; "flagged" (no UIDPLUS, others flagged: only \Deleted set); "failed"
     auth: str = ""  # how the sensor logged in: "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"
+    landed: str = INBOX  # INBOX or JUNK
+    verdicts: Verdicts = NO_VERDICTS  # the receiving server's, from the probe's header fields
+    junk_folder: Optional[str] = None  # the Junk folder watched, if any
 
 
-def receive_result(session: ImapSession, found: Found, deletion: str) -> ReceiveResult:
+def receive_result(session: ImapSession, found: Found, deletion: str, verdicts: Verdicts = NO_VERDICTS,
+                   junk_folder: Optional[str] = None) -> ReceiveResult:
     return ReceiveResult(
         server=session.settings.server,
         mailbox=session.settings.mailbox,
@@ -67,11 +77,16 @@ def receive_result(session: ImapSession, found: Found, deletion: str) -> Receive
         checks=found.checks,
         deletion=deletion,
         auth=session.auth_method,
+        landed=found.landed,
+        verdicts=verdicts,
+        junk_folder=junk_folder,
     )
 
 
-def wait_for(session: ImapSession, mailbox: Mailbox, probe: ProbeMail, accepted_at: float) -> Found:
-    """Wait until the probe is in the mailbox (DeliveryTimeout when it does not come in time)."""
+def wait_for(session: ImapSession, mailbox: Mailbox, probe: ProbeMail, accepted_at: float,
+             junk: Optional[JunkWatch] = None) -> Found:
+    """Wait until the probe is in the mailbox, or in the Junk folder that `junk` watches
+    (DeliveryTimeout when it comes to neither in time)."""
     settings = session.settings
     client = session.client
     assert client is not None
@@ -91,11 +106,19 @@ def wait_for(session: ImapSession, mailbox: Mailbox, probe: ProbeMail, accepted_
                 last_full = check.answered_at
             if check.uid is not None:
                 session.transcript.progress(None)
-                return Found(check.uid, check.answered_at, "IDLE push" if pushed else "polling", checks)
+                return Found(check.uid, check.answered_at, "IDLE push" if pushed else "polling", checks, INBOX,
+                             check.headers)
+            # The Junk folder: after the searches once per --interval (and at the end), never after
+            # the first check, so a probe in the mailbox within the first --interval costs nothing.
+            if junk is not None and check.searched and full and checks > 1:
+                hit = junk.look(probe)
+                if hit is not None and hit.uid is not None:
+                    session.transcript.progress(None)
+                    return Found(hit.uid, hit.answered_at, "polling", checks, JUNK, hit.headers)
             left = end - now()
             if left <= 0:
                 session.transcript.progress(None)
-                raise not_arrived(session, accepted_at, checks)
+                raise not_arrived(session, accepted_at, checks, junk.name if junk is not None else None)
             gap = next(gaps)
             if gap.idle:
                 session.transcript.progress(
@@ -111,13 +134,15 @@ def wait_for(session: ImapSession, mailbox: Mailbox, probe: ProbeMail, accepted_
         raise session.network_failure(exc) from exc
 
 
-def not_arrived(session: ImapSession, accepted_at: float, checks: int) -> DeliveryTimeout:
+def not_arrived(session: ImapSession, accepted_at: float, checks: int,
+                junk_folder: Optional[str] = None) -> DeliveryTimeout:
     settings = session.settings
     waited = now() - accepted_at
     capped = session.deadline.end < accepted_at + settings.max_trip_time
     limit = "the run's --timeout budget" if capped else f"--max-trip-time {settings.max_trip_time:g} s"
     return DeliveryTimeout(
-        f"the probe mail accepted by SMTP did not arrive in {settings.mailbox!r} within "
+        f"the probe mail accepted by SMTP did not arrive in {settings.mailbox!r}"
+        f"{f' nor in the Junk folder {junk_folder!r}' if junk_folder else ''} within "
         f"{waited:.1f} s ({limit}; {checks} checks). It stays in the mailbox if it arrives later",
         server=settings.server,
         hint="Check the mail server's queue and log for the probe's Message-ID, and the "

@@ -17,11 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
-from .imap_wait import ReceiveResult
+from .errors import LandedInJunk
+from .imap_wait import JUNK, ReceiveResult
 from .report import Channel, LegDetail, Report
 from .settings import ChannelSet, OutputSettings
 from .smtp_send import SendResult
 from .tls import Security
+from .verdicts import METHODS
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,17 @@ CHANNEL_IDS = {
     "IMAP Push Used": 26,
     "Token": 27,
     "SMTP Connect and Login": 28,  # prtg-roundtrip check: connect start -> AUTH accepted (or EHLO answered)
+    # where the probe landed and the receiving server's verdicts (value lookups, see lookups/)
+    "Landed": 30,
+    "SPF": 31,
+    "DKIM": 32,
+    "DMARC": 33,
+    "Spam Score": 34,
 }
+# Value lookups shipped in prtg_roundtrip/lookups/ (<id>.ovl); the values never change meaning.
+LANDED_LOOKUP = "prtg.roundtrip.landed"
+AUTH_LOOKUP = "prtg.roundtrip.authresult"
+LANDED = {"not arrived": 0, "inbox": 1, "junk": 2}
 
 
 def _channel(name: str, value: float, **kwargs: Any) -> Channel:
@@ -90,6 +102,14 @@ def channels(m: Measurement, output: OutputSettings) -> Tuple[Channel, ...]:
         if leg in m.tls_legs or days is not None:
             value = NO_CERTIFICATE if days is None else days
             result.append(_channel(f"{leg} Certificate", value, unit="Custom", custom_unit="days"))
+    # Where the probe landed, and SPF / DKIM / DMARC as the receiving server reported them
+    # (verdicts.AUTH_RESULTS: 0 "not reported"), and its spam score where it wrote one.
+    result.append(_channel("Landed", float(LANDED[r.landed]), unit="Custom", is_float=False, lookup=LANDED_LOOKUP))
+    for method in METHODS:
+        result.append(_channel(method.upper(), float(r.verdicts.lookup_value(method)), unit="Custom", is_float=False,
+                               lookup=AUTH_LOOKUP))
+    if r.verdicts.spam_score is not None:
+        result.append(_channel("Spam Score", r.verdicts.spam_score, unit="Custom", custom_unit="points"))
     if output.channels is ChannelSet.DETAILED:
         # SMTP Connect: TCP connect start -> greeting read (implicit TLS handshake included)
         result.append(_channel("SMTP Connect", _ms(s.started_at, s.connected_at)))
@@ -117,9 +137,10 @@ def channels(m: Measurement, output: OutputSettings) -> Tuple[Channel, ...]:
 def summary(m: Measurement) -> Tuple[str, bool]:
     """The one-line text and whether PRTG should show a warning."""
     s, r = m.send, m.receive
+    where = f"the Junk folder {r.junk_folder!r}" if r.landed == JUNK else repr(r.mailbox)
     text = (
         f"Round trip {m.total_ms:.1f} ms: SMTP {s.server} over {s.security} accepted the probe in "
-        f"{m.smtp_ms:.1f} ms; IMAP {r.server} over {r.security} found it in {r.mailbox!r} "
+        f"{m.smtp_ms:.1f} ms; IMAP {r.server} over {r.security} found it in {where} "
         f"{m.imap_ms:.1f} ms later by {m.search} ({r.detection}, {r.checks} check{'s' if r.checks != 1 else ''})"
     )
     warning = False
@@ -134,11 +155,37 @@ def summary(m: Measurement) -> Tuple[str, bool]:
             "are flagged \\Deleted, which a plain EXPUNGE would remove too. A later run removes it."
         )
         warning = True
+    if r.landed == JUNK:
+        text = f"{junk_cause(m)}. {text}"
+        warning = True
+    verdicts = r.verdicts.describe()
+    if verdicts:
+        text += f" Receiving server: {verdicts}."
     notes = [_fallback_note("SMTP", s.security), _fallback_note("IMAP", r.security), *m.notes]
     notes = [note for note in notes if note]
     if notes:
         text += " Note: " + "; ".join(notes) + "."
     return text, warning
+
+
+def junk_cause(m: Measurement, first: str = "Arrived") -> str:
+    return (f"{first} in Junk after {m.imap_ms:.0f} ms: the receiving server's spam filter classified the probe "
+            f"(found in {m.receive.junk_folder!r})")
+
+
+def junk_error(m: Measurement) -> LandedInJunk:
+    """A probe in the Junk folder as the run's error (--junk-is error, the default)."""
+    verdicts = m.receive.verdicts.describe()
+    cause = junk_cause(m, "arrived") + (f"; receiving server: {verdicts}" if verdicts else "")
+    cause += "; " + ("it was deleted there" if m.receive.deletion == "expunged" else
+                     "deleting it there failed or was only flagged (see the note)")
+    error = LandedInJunk(
+        cause, server=m.receive.server,
+        hint="Check the spam filter's verdict for the probe (its log, the headers above): SPF, DKIM and "
+        "DMARC of the sending domain, and the sending server's reputation; --junk-is warning makes this a warning",
+    )
+    error.notes.extend(note for note in m.notes if note)
+    return error
 
 
 def _fallback_note(leg: str, security: Security) -> str:

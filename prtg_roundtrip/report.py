@@ -33,6 +33,7 @@ class Channel:
     custom_unit: Optional[str] = None
     limit_max_warning: Optional[float] = None
     limit_max_error: Optional[float] = None
+    lookup: Optional[str] = None  # a PRTG value lookup id (prtg_roundtrip/lookups/<id>.ovl): a whole number
 
     @property
     def value_text(self) -> str:
@@ -61,6 +62,8 @@ class Channel:
 
     @property
     def v2_type(self) -> str:
+        if self.lookup:
+            return "lookup"
         return "float" if self.v2_kind == "time_milliseconds" else "integer"
 
     @property

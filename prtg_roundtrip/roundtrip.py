@@ -14,16 +14,18 @@ from typing import Callable, List, Mapping, NoReturn, Optional, TypeVar
 from .auth import Auth, BearerLogin, Login, OAuth2Auth
 from .deadline import RESERVE_SECONDS, Deadline, note_step, run_start
 from .errors import DeliveryTimeout, ImapError, RoundTripError, SendUncertain, SmtpError
+from .imap_junk import JunkWatch
 from .imap_mailbox import Mailbox
-from .imap_session import ImapSession
-from .imap_wait import Found, receive_result, wait_for
-from .measurement import Measurement, evaluate
+from .imap_session import IMAP_FAILURES, ImapSession
+from .imap_wait import JUNK, Found, receive_result, wait_for
+from .measurement import Measurement, evaluate, junk_error
 from .probe import ProbeMail, build_probe
 from .report import Report
-from .settings import SearchMethod, Settings, TlsMode, TlsSettings
+from .settings import JunkIs, SearchMethod, Settings, TlsMode, TlsSettings
 from .smtp_send import SendResult, send_probe
 from .state import SweepState
 from .transcript import Transcript
+from .verdicts import parse_verdicts
 
 T = TypeVar("T")
 
@@ -89,6 +91,8 @@ def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
         finally:
             cleartext.extend(session.cleartext)
         mailbox = Mailbox(session, settings.imap.search)
+        junk = JunkWatch(session, settings.delivery, settings.imap.search)
+        junk.arm()  # before the send, like the mailbox: in no timing channel
         if tokens.refreshed:  # the IMAP leg replaced a shared token: take the new one from the cache
             smtp_login = tokens.login(settings.smtp.auth)
         state.probe_in_flight(probe.guid, probe.marker.sent)
@@ -100,17 +104,27 @@ def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
             sent = _with_fresh_token(send, smtp_login, settings.smtp.auth, tokens)
         except SendUncertain as exc:
             _settle_uncertain_send(session, mailbox, probe, exc)
-        found = wait_for(session, mailbox, probe, sent.accepted_at)
+        found = wait_for(session, mailbox, probe, sent.accepted_at, junk)
+        verdicts = parse_verdicts(found.headers, settings.delivery.authserv_id)  # read before deleting
+        box = junk.box if found.landed == JUNK and junk.box is not None else mailbox
         try:
-            deletion = "expunged" if mailbox.delete(found.uid) else "flagged"
+            deletion = "expunged" if box.delete(found.uid) else "flagged"
         except ImapError as exc:
             deletion = "failed"
-            notes.append(f"the probe (UID {found.uid}) was not deleted ({exc.cause}); a later run removes it")
-        if deletion == "expunged":
+            where = f" in {junk.name!r}" if box is not mailbox else ""
+            notes.append(f"the probe (UID {found.uid}{where}) was not deleted ({exc.cause}); a later run removes it")
+        back = box is mailbox
+        if not back:
+            try:
+                junk.reselect_mailbox()  # the leftover sweep works in the mailbox
+                back = True
+            except IMAP_FAILURES as exc:
+                notes.append(f"leftover probes not looked for ({session.network_failure(exc).cause})")
+        if deletion == "expunged" and back:
             notes.extend(_sweep(mailbox, settings, state, sweep_due, probe.guid))
         if state.note:
             notes.append(state.note)
-        received = receive_result(session, found, deletion)
+        received = receive_result(session, found, deletion, verdicts, junk.name)
     measurement = Measurement(
         send=sent,
         receive=received,
@@ -120,6 +134,8 @@ def _run(settings: Settings, transcript: Transcript, environ: Mapping[str, str],
         tls_legs=tuple(leg for leg, mode in (("SMTP", settings.smtp.tls), ("IMAP", settings.imap.tls))
                        if mode is not TlsMode.OFF),
     )
+    if received.landed == JUNK and settings.delivery.junk_is is JunkIs.ERROR:
+        raise junk_error(measurement)
     return evaluate(measurement, settings.output)
 
 

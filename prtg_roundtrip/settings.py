@@ -77,6 +77,13 @@ class ChannelSet(str, Enum):
     DETAILED = "detailed"
 
 
+class JunkIs(str, Enum):
+    """What a probe found in the Junk folder makes of the run (--junk-is)."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
 @dataclass(frozen=True)
 class TlsSettings:
     """Certificate policy shared by both legs."""
@@ -145,6 +152,17 @@ class OutputSettings:
 
 
 @dataclass(frozen=True)
+class DeliverySettings:
+    """Where the probe landed and how the receiving server judged it (--junk-folder, --junk-is,
+    --authserv-id)."""
+
+    watch_junk: bool = True  # --junk-folder off: False
+    junk_folder: Optional[str] = None  # a name given with --junk-folder; None: found by LIST
+    junk_is: JunkIs = JunkIs.ERROR
+    authserv_id: Optional[str] = None  # None: the topmost Authentication-Results field's id
+
+
+@dataclass(frozen=True)
 class Settings:
     """One run, validated: everything the steps after cli.py read."""
 
@@ -155,6 +173,7 @@ class Settings:
     output: OutputSettings
     timeout: float  # the whole run's budget, seconds
     sensor_id: str  # marks this sensor's probes (PRTG's sensor id, or derived from the settings)
+    delivery: DeliverySettings = DeliverySettings()
 
 
 def _server(host: str, port: int) -> str:
@@ -394,6 +413,42 @@ def build_settings(values: Mapping[str, object], environ: Mapping[str, str]) -> 
         ),
         timeout=float(_num(v["timeout"])),
         sensor_id=sensor,
+        delivery=delivery_settings(v, mailbox),
+    )
+
+
+_AUTHSERV_ID = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no space
+
+
+def delivery_settings(v: Mapping[str, object], mailbox: str) -> DeliverySettings:
+    """--junk-folder NAME|off, --junk-is warning|error, --authserv-id ID."""
+    junk = _str(v.get("junk_folder"))
+    watch = True
+    if junk is not None:
+        if junk.strip().lower() == "off":
+            watch, junk = False, None
+        else:
+            junk = check_text(junk, "--junk-folder")
+            if not junk.strip():
+                raise ParameterError("--junk-folder is empty", hint="Name the Junk folder, or give 'off'")
+            same = junk.upper() == mailbox.upper() if "INBOX" in (junk.upper(), mailbox.upper()) else junk == mailbox
+            if same:
+                raise ParameterError(
+                    f"--junk-folder {junk!r} is the watched --mailbox",
+                    hint="The Junk folder is watched besides the mailbox: name another folder, or give 'off'",
+                )
+    authserv = _str(v.get("authserv_id"))
+    if authserv is not None and (not _AUTHSERV_ID.fullmatch(authserv) or ";" in authserv or '"' in authserv):
+        raise ParameterError(
+            f"--authserv-id {authserv!r} is not an authserv-id",
+            hint="Give the receiving server's id as it writes it in Authentication-Results "
+            "(usually its host name, e.g. mx.example.com): ASCII, no spaces",
+        )
+    return DeliverySettings(
+        watch_junk=watch,
+        junk_folder=junk,
+        junk_is=JunkIs(v.get("junk_is") or JunkIs.ERROR.value),
+        authserv_id=authserv or None,
     )
 
 

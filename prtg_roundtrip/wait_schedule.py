@@ -22,6 +22,12 @@ IDLE_TAKEOVER = 0.5  # from this gap on, wait in IDLE (a push ends the wait earl
 
 OPENING_COMMANDS = 5  # CAPABILITY, STARTTLS, CAPABILITY, LOGIN, SELECT
 CLOSING_COMMANDS = 3 + 4 + 1  # delete (STORE, SEARCH DELETED, EXPUNGE), sweep (4), LOGOUT
+# The Junk watch (imap_junk): LIST (SPECIAL-USE), LIST, STATUS when armed; per search check after
+# the first, a STATUS, and when the Junk folder got mail, SELECT it, NOOP + SEARCH + FETCH, SELECT
+# the mailbox again; after a probe found there, SELECT the mailbox for the sweep.
+JUNK_ARMING_COMMANDS = 3
+JUNK_LOOK_COMMANDS = 6
+JUNK_CLOSING_COMMANDS = 1
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,9 @@ class WaitSchedule:
         gaps = list(self.planned())
         checks = len(gaps) + 1  # a check before each gap, and one at the end
         idles = sum(gap.idle for gap in gaps)
-        return OPENING_COMMANDS + 3 * checks + 2 * idles + CLOSING_COMMANDS
+        searches = int(self.max_trip_time / self.interval) + 2  # once per --interval, and at the end
+        junk = JUNK_ARMING_COMMANDS + JUNK_LOOK_COMMANDS * searches + JUNK_CLOSING_COMMANDS
+        return OPENING_COMMANDS + 3 * checks + 2 * idles + CLOSING_COMMANDS + junk
 
 
 def command_bound(max_trip_time: float, interval: float) -> int:

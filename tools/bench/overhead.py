@@ -56,6 +56,10 @@ def bench_overhead(b: Bench) -> None:
     refused = ["--format", "prtg-json", "--smtp-port", "not-a-port"]
     references = (
         ("bare", "a bare interpreter (python -c pass)", [b.python, "-c", "pass"]),
+        # The floor under the sensor's own code: the design card's libraries and the standard
+        # modules a round trip needs, imported the way the sensor imports them (startup.py).
+        ("libraries", "the libraries alone (" + LIBRARIES + ")",
+         [b.python, "-c", LIBRARIES_CODE]),
         ("help", "--help", [b.python, "-m", "prtg_roundtrip", "--help"]),
         ("refused", "a refused parameter", [b.python, "-m", "prtg_roundtrip", *refused]),
     )
@@ -82,6 +86,10 @@ def bench_overhead(b: Bench) -> None:
         import_times(b, key, label, [b.python, "-X", "importtime", "-m", "prtg_roundtrip", *extra])
     r.note("overhead", f"peak RSS is ru_maxrss and CPU is ru_utime + ru_stime from os.wait4 in a minimal spawner; "
            f"its own peak, {b.rss_floor_kib / 1024:.1f} MiB, is the lowest value an RSS reading can show")
+
+
+LIBRARIES = "argparse, dataclasses, enum, json, logging, smtplib, ssl, uuid, email.policy, imapclient, jinja2"
+LIBRARIES_CODE = f"from prtg_roundtrip.startup import prepare_imports\nprepare_imports()\nimport {LIBRARIES}"
 
 
 def overhead_parts(run: SensorRun) -> Dict[str, float]:
