@@ -39,6 +39,8 @@ def _imapclient_version() -> None:
     if len(found) != 1:  # none, or two installs side by side: let importlib.metadata decide
         return
     major, minor, micro = (int(part) for part in found[0].groups())
+    if major < 4:  # 3.x's version module is plain constants (author, ... too): nothing to save
+        return
     module = types.ModuleType(name, "IMAPClient's version, from its dist-info folder (prtg_roundtrip.startup)")
     module.version = f"{major}.{minor}.{micro}"  # type: ignore[attr-defined]
     module.version_info = (major, minor, micro, "final")  # type: ignore[attr-defined]
