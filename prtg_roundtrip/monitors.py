@@ -305,10 +305,6 @@ def view(report: Report, fmt: OutputFormat, colour: bool = False) -> Dict[str, A
 
 # -- --output: a file written atomically ------------------------------------------------------
 
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_BINARY = getattr(os, "O_BINARY", 0)
-
 
 class OutputRefused(OSError):
     """--output names something that must not be replaced (a link, a folder, a device)."""
@@ -320,7 +316,8 @@ def write_output(path: str, data: bytes, mode: int = 0o644) -> None:
     so a reader sees the old or the new document, never a part. A link at `path` is refused,
     as state.py refuses links for its files; so is anything but a regular file. The file is
     readable by others (mode 0644): the collector usually runs as another account, which is
-    why state.write_private (0600, in a folder only this account may write) does not fit."""
+    why state.write_private (0600, in a folder only this account may write) does not fit; the
+    writing itself is state.replace_file."""
     path = os.path.abspath(path)
     try:
         st = os.lstat(path)
@@ -331,26 +328,9 @@ def write_output(path: str, data: bytes, mode: int = 0o644) -> None:
             raise OutputRefused(f"{path} is a symbolic link; give the real file")
         if not stat.S_ISREG(st.st_mode):
             raise OutputRefused(f"{path} is not a regular file")
-    folder = os.path.dirname(path)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY, mode)
-    try:
-        try:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, mode)  # whatever the umask
-            view_ = memoryview(data)
-            while view_:
-                written = os.write(fd, view_)
-                view_ = view_[written:]
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    from .state import replace_file
+
+    replace_file(path, data, mode)
 
 
 def output_problem(path: str, exc: OSError) -> str:

@@ -240,18 +240,26 @@ def read_private(path: str) -> Optional[bytes]:
 
 
 def write_private(path: str, data: bytes) -> None:
-    """Replace `path` with `data`, readable and writable by this account only (0600).
+    """Replace `path` with `data`, readable and writable by this account only (0600), in a
+    folder checked first (see replace_file)."""
+    check_folder(os.path.dirname(os.path.abspath(path)))
+    replace_file(path, data, 0o600)
+
+
+def replace_file(path: str, data: bytes, mode: int) -> None:
+    """Replace `path` with `data` atomically, with `mode` whatever the umask.
 
     Written to a temporary file created exclusively (O_EXCL, no link followed) in the same
     folder, then renamed over `path`: a reader sees the old or the new content, never a part,
-    and a link planted at `path` is replaced, not followed. The folder is checked first.
+    and a link planted at `path` is replaced, not followed.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    check_folder(folder)
     temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY, 0o600)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY, mode)
     try:
         try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
