@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import imaplib
-import json
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from . import oauth2
 from .bigmailbox import bench_bigmailbox
 from .compare import bench_compare
 from .concurrent import bench_concurrent
-from .figures import Results
+from .figures import Results, print_results
 from .lag import bench_lag
 from .overhead import bench_overhead
 from .paths import bench_paths
@@ -132,15 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 shutil.rmtree(args.dir, ignore_errors=True)
     wall = time.monotonic() - bench_started
     results.meta.update(wall_seconds=round(wall, 1), load_after=_load())
-    print(f"prtg-roundtrip benchmark: sensor {results.meta.get('sensor_version', '?')}, {args.python} "
+    header = (f"prtg-roundtrip benchmark: sensor {results.meta.get('sensor_version', '?')}, {args.python} "
           f"(Python {results.meta['bench_python']}), {args.runs} runs per figure, {os.cpu_count()} CPUs, "
           f"stack {args.dir} port base {args.port_base}")
-    print(results.table())
-    misses = [f.key for f in results.figures if f.result == "MISS"]
-    print(f"targets: {sum(f.result == 'PASS' for f in results.figures)} PASS, {len(misses)} MISS"
-          + (f" ({', '.join(misses)})" if misses else ""))
-    print(f"load average before {results.meta['load_before']}, after {results.meta['load_after']}; "
-          f"benchmark wall time: {wall:.1f} s" + ("; mail stack left running" if args.keep_stack else ""))
-    if args.json:
-        print(json.dumps(results.as_json(), sort_keys=True))
+    print_results(results, header, wall, args.keep_stack, args.json)
     return status

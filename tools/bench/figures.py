@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -168,3 +169,17 @@ def difference_figure(section: str, key: str, label: str, sensor: Sequence[float
     allowed = allowed_difference(r)
     return Figure(section, key, label, "ms", [diff], passed=abs(diff) <= allowed,
                   target_text=f"|d| <= {allowed:.1f} ms")
+
+
+def print_results(results: Results, header: str, wall: float, keep_stack: bool, as_json: bool) -> None:
+    """The bench's output on stdout: the header line, the table, the target count, the load and
+    the wall time, and with --json one line of JSON with every figure."""
+    print(header)
+    print(results.table())
+    misses = [f.key for f in results.figures if f.result == "MISS"]
+    print(f"targets: {sum(f.result == 'PASS' for f in results.figures)} PASS, {len(misses)} MISS"
+          + (f" ({', '.join(misses)})" if misses else ""))
+    print(f"load average before {results.meta['load_before']}, after {results.meta['load_after']}; "
+          f"benchmark wall time: {wall:.1f} s" + ("; mail stack left running" if keep_stack else ""))
+    if as_json:
+        print(json.dumps(results.as_json(), sort_keys=True))

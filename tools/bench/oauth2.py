@@ -104,7 +104,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .figures import Results
+from .figures import Results, print_results
 from .procs import prepare_bytecode, run_processes
 from .sensor import SensorRun
 from .stack import Bench
@@ -456,16 +456,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 shutil.rmtree(args.dir, ignore_errors=True)
     wall = time.monotonic() - started
     results.meta.update(wall_seconds=round(wall, 1), load_after=_load())
-    print(f"prtg-roundtrip OAuth2 benchmark: sensor {results.meta.get('sensor_version', '?')}, {args.python} "
+    header = (f"prtg-roundtrip OAuth2 benchmark: sensor {results.meta.get('sensor_version', '?')}, {args.python} "
           f"(Python {results.meta['bench_python']}), {args.runs} rounds, {os.cpu_count()} CPUs, "
           f"stack {args.dir} port base {args.port_base}, --oauth2-mechanism {args.mechanism}")
-    print(results.table())
-    misses = [f.key for f in results.figures if f.result == "MISS"]
-    print(f"targets: {sum(f.result == 'PASS' for f in results.figures)} PASS, {len(misses)} MISS"
-          + (f" ({', '.join(misses)})" if misses else ""))
-    print(f"load average before {results.meta['load_before']}, after {results.meta['load_after']}; "
-          f"benchmark wall time: {wall:.1f} s" + ("; mail stack left running" if args.keep_stack else ""))
-    if args.json:
-        print(json.dumps(results.as_json(), sort_keys=True))
+    print_results(results, header, wall, args.keep_stack, args.json)
     return status
 
