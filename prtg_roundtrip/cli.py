@@ -318,14 +318,23 @@ def _default_format(
     parameter line already waiting on stdin. A closed, empty or silent stdin is not Script v2
     and is not waited for. Otherwise the readable text for a person at a terminal, and PRTG XML
     under PRTG (no terminal; EXE/Script Advanced, also with empty Parameters)."""
-    if environ.get(SCRIPT_V2_MARKER) == "1":
-        return OutputFormat.SCRIPT_V2, (list(argv) if argv else _stdin_line(stdin, STDIN_WAIT_SECONDS))
-    if stdout_is_tty:
-        return OutputFormat.TEXT, list(argv)
+    declared = _declared_format(environ, stdout_is_tty)
+    if declared is OutputFormat.SCRIPT_V2:
+        return declared, (list(argv) if argv else _stdin_line(stdin, STDIN_WAIT_SECONDS))
+    if declared is OutputFormat.TEXT:
+        return declared, list(argv)
     if argv or not _stdin_waiting(stdin):
         return OutputFormat.PRTG_XML, list(argv)
     line = _stdin_line(stdin, STDIN_WAIT_SECONDS)  # something is there: the first read returns at once
     return (OutputFormat.SCRIPT_V2 if line != "" else OutputFormat.PRTG_XML), line
+
+
+def _declared_format(environ: Mapping[str, str], stdout_is_tty: bool) -> OutputFormat:
+    """The default format that needs no look at stdin: Script v2 where the launcher says so,
+    the readable text at a terminal, else PRTG XML."""
+    if environ.get(SCRIPT_V2_MARKER) == "1":
+        return OutputFormat.SCRIPT_V2
+    return OutputFormat.TEXT if stdout_is_tty else OutputFormat.PRTG_XML
 
 
 def _parameters(given: Union[List[str], str, None]) -> List[str]:
@@ -732,8 +741,7 @@ def main(
         return _usage(stdout)  # a person typed the bare command: say how to use it
     from .secrets import environment_secrets, registered
 
-    default = fmt = _format = OutputFormat.SCRIPT_V2 if raw_environ.get(SCRIPT_V2_MARKER) == "1" else (
-        OutputFormat.TEXT if _is_tty(out_stream) else OutputFormat.PRTG_XML)  # until the parameters are known
+    default = fmt = _format = _declared_format(raw_environ, _is_tty(out_stream))  # until stdin is looked at
     from .monitors import use_colour
 
     _colour = use_colour(out_stream, raw_environ)  # used by the text format only
