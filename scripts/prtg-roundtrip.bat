@@ -2,7 +2,8 @@
 rem prtg-roundtrip launcher for PRTG's EXE/Script Advanced sensor: copy it into
 rem "<PRTG program dir>\Custom Sensors\EXEXML" and choose it as the sensor's EXE/Script.
 rem It finds a Python and runs "python -m prtg_roundtrip PARAMETERS" (the installed package) or
-rem "python prtg-roundtrip.pyz PARAMETERS" (the single file next to this launcher), the
+rem "python -S prtg-roundtrip.pyz PARAMETERS" (the single file next to this launcher; -S: it needs
+rem nothing from site-packages, so that Python's site-packages cost no start-up time), the
 rem Parameters field passed on as typed.
 rem (No percent signs in these comments: cmd.exe expands them even in REM lines.)
 rem
@@ -127,7 +128,7 @@ if "%PRTG_RT_USE%"=="pyz" goto runpyz
 exit /b %ERRORLEVEL%
 
 :runpyz
-"%PRTG_RT_PY%" %PRTG_RT_PYARGS%"%PRTG_RT_PYZ%" %*
+"%PRTG_RT_PY%" %PRTG_RT_PYARGS%-S "%PRTG_RT_PYZ%" %*
 exit /b %ERRORLEVEL%
 
 :runexe

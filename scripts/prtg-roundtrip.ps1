@@ -1,7 +1,8 @@
 # prtg-roundtrip launcher for PRTG's EXE/Script Advanced sensor, PowerShell flavour: copy it into
 # "<PRTG program dir>\Custom Sensors\EXEXML" and choose it as the sensor's EXE/Script. It finds
 # a Python and runs "python -m prtg_roundtrip ARGS" (the installed package) or
-# "python prtg-roundtrip.pyz ARGS" (the single file next to this script).
+# "python -S prtg-roundtrip.pyz ARGS" (the single file next to this script; -S: it needs nothing
+# from site-packages, so that Python's site-packages cost no start-up time).
 #
 # Where it looks, in this order (docs/launchers.md), the same as prtg-roundtrip.bat:
 #   0. $env:PRTG_ROUNDTRIP_PYTHON: a python.exe; when set, it is the only candidate
@@ -193,7 +194,7 @@ if ($env:PRTG_ROUNDTRIP_PYTHON) {
     }
 }
 
-if ($python -and $usePyz) { exit (Invoke-Native $python (@($pythonPrefix) + @((Join-Path $here 'prtg-roundtrip.pyz')) + $sensorArgs)) }
+if ($python -and $usePyz) { exit (Invoke-Native $python (@($pythonPrefix) + @('-S', (Join-Path $here 'prtg-roundtrip.pyz')) + $sensorArgs)) }
 if ($python) { exit (Invoke-Native $python (@($pythonPrefix) + @('-m', 'prtg_roundtrip') + $sensorArgs)) }
 if ($exe) { exit (Invoke-Native $exe $sensorArgs) }
 

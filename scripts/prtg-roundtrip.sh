@@ -9,7 +9,8 @@
 #      prtg-roundtrip-venv/bin/python
 #   2. an installed `prtg-roundtrip` command on PATH
 #   3. python3 on PATH: the installed package if the prtg-roundtrip distribution is installed
-#      in it (pip's metadata), else the single file prtg-roundtrip.pyz next to this launcher
+#      in it (pip's metadata), else the single file prtg-roundtrip.pyz next to this launcher,
+#      with `python3 -S` (it needs nothing from site-packages: their .pth files cost no time)
 # If none is found it prints a PRTG error document naming the places it looked (XML; JSON with
 # --format prtg-json; Script v2 JSON with --format script-v2 or when it runs as Script v2) and
 # exits 0. Uses only shell builtins, so it works with an empty PATH too.
@@ -63,7 +64,7 @@ else
       exec "$py" -m prtg_roundtrip "$@"
     fi
     if [ -f "$here/prtg-roundtrip.pyz" ]; then
-      exec "$py" "$here/prtg-roundtrip.pyz" "$@"
+      exec "$py" -S "$here/prtg-roundtrip.pyz" "$@"
     fi
     note "$py (prtg-roundtrip is not installed in it)"
   else

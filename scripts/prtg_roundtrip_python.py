@@ -198,7 +198,8 @@ def _add_pyz_next_to(script: str) -> Optional[str]:
     sys.path.insert(0, archive)
     import prtg_roundtrip_pyz  # the archive's start-up module (tools/pyz_bootstrap.py)
 
-    return str(prtg_roundtrip_pyz.activate(archive))
+    prtg_roundtrip_pyz.activate(archive)
+    return archive
 
 
 def _import_main() -> Any:

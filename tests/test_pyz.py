@@ -11,6 +11,7 @@ entry, and the .bat launcher under Wine.
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import shlex
@@ -18,6 +19,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -82,13 +84,20 @@ def test_pyz_is_reproducible_pure_and_complete(pyz, tmp_path):
     assert again.read_bytes() == pyz.read_bytes()  # same input, same bytes
 
     with zipfile.ZipFile(pyz) as zf:
-        names = zf.namelist()
-        infos = zf.infolist()
+        # Python reads every entry of the archive's directory on each run: the package and its
+        # dependencies sit in one stored entry, payload.zip.
+        assert zf.namelist() == ["LICENSE", "__main__.py", "payload.zip", "prtg_roundtrip_pyz.py",
+                                 "prtg_roundtrip_pyz_cold.py"]
+        assert zf.getinfo("payload.zip").compress_type == zipfile.ZIP_STORED
+        outer = zf.infolist()
+        payload = zipfile.ZipFile(io.BytesIO(zf.read("payload.zip")))
+    names = payload.namelist()
+    infos = payload.infolist() + outer
     assert names == sorted(names)
     assert {info.date_time for info in infos} == {(1980, 1, 1, 0, 0, 0)}
     platform_specific = [n for n in names if n.endswith((".so", ".pyd", ".dll", ".dylib", ".pyc", ".exe"))]
     assert platform_specific == []
-    for needed in ("__main__.py", "prtg_roundtrip_pyz.py", "prtg_roundtrip/cli.py",
+    for needed in ("prtg_roundtrip/cli.py",
                    "prtg_roundtrip/templates/prtg.xml.j2", "imapclient/__init__.py", "jinja2/__init__.py",
                    "markupsafe/_native.py", "defusedxml/__init__.py", "keyring/__init__.py",
                    "win32ctypes/__init__.py", "LICENSE"):
@@ -116,8 +125,8 @@ def test_pyz_round_trip_in_every_format(stack, pyz, which, isolated, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["prtg-xml", "script-v2"])
-def test_pyz_round_trip_from_the_archive_itself(stack, pyz, fmt):
-    """No cache: modules and templates come out of the zip (jinja2's PackageLoader reads it)."""
+def test_pyz_round_trip_without_a_cache(stack, pyz, fmt):
+    """No cache: the payload is unpacked into a temporary folder for the run."""
     args = with_options(base_args(stack), format=fmt)
     env = clean_env(PRTG_RT_PYZ_CACHE="off")
     command = [PYTHONS["oldest"], "-I", str(pyz)]
@@ -146,7 +155,17 @@ def _version_run(python: str, pyz: Path, state: Path, **extra: str) -> subproces
 def test_pyz_unpacks_once_into_a_private_cache_with_bytecode(pyz, tmp_path, which):
     python = PYTHONS[which]
     state = tmp_path / "state"
+    (state / "pyz").mkdir(mode=0o700, parents=True)
+    state.chmod(0o700)
+    unused, recent = state / "pyz" / "0123456789abcdef0123-cpython-39", state / "pyz" / "0123456789abcdef4567-cpython-39"
+    for folder, age in ((unused, 31 * 86400), (recent, 29 * 86400)):
+        (folder / "prtg_roundtrip").mkdir(parents=True)
+        folder.chmod(0o700)
+        os.utime(folder, (time.time() - age, time.time() - age))
     first = Path(_import_note(_version_run(python, pyz, state)))
+    assert not unused.exists()  # a build no run has used for 30 days is removed when one is unpacked
+    assert recent.exists()
+    shutil.rmtree(recent)
     assert first.parent == state / "pyz"
     tag = subprocess.run([python, "-c", "import sys; print(sys.implementation.cache_tag)"], capture_output=True,
                          text=True, check=True).stdout.strip()
@@ -157,42 +176,127 @@ def test_pyz_unpacks_once_into_a_private_cache_with_bytecode(pyz, tmp_path, whic
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     assert [p.name for p in (state / "pyz").iterdir()] == [first.name]  # no temporary folder left
 
-    # Later runs import from there, and unpack nothing again.
+    # Later runs import from there, and unpack nothing again; each says when it used the folder.
     marker = first / "prtg_roundtrip" / "marker-of-this-test"
     marker.write_text("x")
+    os.utime(first, (time.time() - 40 * 86400, time.time() - 40 * 86400))
     assert _import_note(_version_run(python, pyz, state)) == str(first)
     assert marker.exists()
+    warm = subprocess.run([python, str(pyz), "--version"], capture_output=True, cwd="/", timeout=120, check=False,
+                          env=clean_env(PRTG_RT_STATE_DIR=str(state)))
+    assert warm.returncode == 0
+    assert time.time() - first.stat().st_mtime < 3600
 
 
-def test_pyz_runs_from_the_archive_when_the_cache_is_unsafe_or_off(pyz, tmp_path):
+PLANTED = "planted code ran"
+
+
+def _plant(cache: Path) -> None:
+    """Code in the cache folder that says when it runs (as someone who could write there would)."""
+    init = cache / "prtg_roundtrip" / "__init__.py"
+    init.write_text(init.read_text() + f"\nimport sys\nsys.stderr.write({PLANTED!r} + '\\n')\n")
+    for compiled in (cache / "prtg_roundtrip" / "__pycache__").glob("__init__.*.pyc"):
+        compiled.unlink()
+
+
+def _temporary_run(python: str, pyz: Path, state: Path, tmp: Path, **extra: str) -> str:
+    """A run that must import from a new temporary folder in `tmp`, removed when it ends; and
+    the same without PRTG_RT_PYZ_DEBUG (the start-up module's own path) must not run planted code."""
+    proc = _version_run(python, pyz, state, TMPDIR=str(tmp), **extra)
+    folder = Path(_import_note(proc))
+    assert folder.parent == tmp and folder.name.startswith("prtg-roundtrip-pyz-"), folder
+    assert PLANTED.encode() not in proc.stderr
+    assert list(tmp.iterdir()) == []  # removed at exit
+    quiet = subprocess.run([python, str(pyz), "--version"], capture_output=True, cwd="/", timeout=120,
+                           check=False, env=clean_env(PRTG_RT_STATE_DIR=str(state), TMPDIR=str(tmp), **extra))
+    assert quiet.returncode == 0 and quiet.stdout.startswith(b"prtg-roundtrip "), quiet
+    assert PLANTED.encode() not in quiet.stderr
+    return str(folder)
+
+
+def test_pyz_runs_from_a_temporary_folder_when_the_cache_is_unsafe_or_off(pyz, tmp_path):
     python = PYTHONS["newest"]
     state = tmp_path / "state"
-    _version_run(python, pyz, state)
-    assert _import_note(_version_run(python, pyz, state, PRTG_RT_PYZ_CACHE="off")) == str(pyz)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(mode=0o700)
+    (cache,) = [Path(_import_note(_version_run(python, pyz, state)))]
+    _plant(cache)
+    warm = subprocess.run([python, str(pyz), "--version"], capture_output=True, cwd="/", timeout=120, check=False,
+                          env=clean_env(PRTG_RT_STATE_DIR=str(state)))
+    assert PLANTED.encode() in warm.stderr  # the warm path imports from the cache (this test's premise)
 
+    _temporary_run(python, pyz, state, tmp, PRTG_RT_PYZ_CACHE="off")
     cache_root = state / "pyz"
     cache_root.chmod(0o777)  # another local account could have planted code there: not used
     try:
-        assert _import_note(_version_run(python, pyz, state)) == str(pyz)
+        _temporary_run(python, pyz, state, tmp)
     finally:
         cache_root.chmod(0o700)
     state.chmod(0o757)
     try:
-        assert _import_note(_version_run(python, pyz, state)) == str(pyz)
+        _temporary_run(python, pyz, state, tmp)
     finally:
         state.chmod(0o700)
+    cache.chmod(0o775)
+    try:
+        _temporary_run(python, pyz, state, tmp)
+    finally:
+        cache.chmod(0o700)
 
     # A cache folder that is a link (to a folder with someone's code) is not followed.
     (cache_root / "elsewhere").mkdir(mode=0o700)
-    (only,) = [p for p in cache_root.iterdir() if p.name != "elsewhere"]
-    only.rename(cache_root / "elsewhere" / "moved")
-    only.symlink_to(cache_root / "elsewhere" / "moved")
-    assert _import_note(_version_run(python, pyz, state)) == str(pyz)
+    cache.rename(cache_root / "elsewhere" / "moved")
+    cache.symlink_to(cache_root / "elsewhere" / "moved")
+    _temporary_run(python, pyz, state, tmp)
 
-    # A state folder that cannot be made: the archive, and the run still answers.
+    # A state folder that cannot be made: a temporary folder, and the run still answers.
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("")
-    assert _import_note(_version_run(python, pyz, blocked / "state")) == str(pyz)
+    _temporary_run(python, pyz, blocked / "state", tmp)
+
+
+def test_pyz_removes_only_its_own_stale_temporary_folders(pyz, tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(mode=0o700)
+    day_old = time.time() - 86400 - 60
+    stale, fresh, other = tmp / "prtg-roundtrip-pyz-stale", tmp / "prtg-roundtrip-pyz-fresh", tmp / "someone-else"
+    for folder in (stale, fresh, other):
+        (folder / "prtg_roundtrip").mkdir(parents=True)
+    target = tmp_path / "not-in-tmp"
+    target.mkdir()
+    (target / "keep").write_text("x")
+    link = tmp / "prtg-roundtrip-pyz-link"
+    link.symlink_to(target)
+    for path in (stale, other, link):
+        os.utime(path, (day_old, day_old), follow_symlinks=False)
+    _version_run(PYTHONS["newest"], pyz, tmp_path / "state", TMPDIR=str(tmp), PRTG_RT_PYZ_CACHE="off")
+    assert sorted(p.name for p in tmp.iterdir()) == ["prtg-roundtrip-pyz-fresh", "prtg-roundtrip-pyz-link",
+                                                     "someone-else"]
+    assert (target / "keep").exists()
+
+
+@pytest.mark.parametrize("fmt", ["prtg-xml", "prtg-json", "script-v2", "nagios"])
+def test_pyz_that_cannot_be_unpacked_gives_one_error_document(pyz, tmp_path, fmt):
+    """A damaged archive (or no writable folder at all): no traceback, one document saying so."""
+    damaged = tmp_path / "prtg-roundtrip.pyz"
+    with zipfile.ZipFile(pyz) as zf, zipfile.ZipFile(damaged, "w") as out:
+        for info in zf.infolist():
+            data = zf.read(info)
+            out.writestr(info, data[:1000] if info.filename == "payload.zip" else data)
+    args = [] if fmt == "script-v2" else ["--format", fmt]
+    env = clean_env(PRTG_RT_STATE_DIR=str(tmp_path / "state"),
+                    **({"PRTG_ROUNDTRIP_SCRIPT_V2": "1"} if fmt == "script-v2" else {}))
+    proc = subprocess.run([PYTHONS["oldest"], str(damaged), *args], capture_output=True, cwd="/", timeout=120,
+                          env=env, check=False)
+    assert b"Traceback" not in proc.stdout + proc.stderr, proc
+    assert proc.returncode == (3 if fmt == "nagios" else 0), proc
+    text = proc.stdout.decode()
+    if fmt == "nagios":
+        assert text.startswith("ROUNDTRIP UNKNOWN - prtg-roundtrip.pyz: cannot start: cannot unpack"), text
+        return
+    assert not check_output.check(text, fmt), text
+    doc = check_output.parse(text, fmt)
+    assert doc.error and "cannot unpack" in doc.text and "BadZipFile" in doc.text, doc.text
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the Linux keyring backend is the one left out")
@@ -221,6 +325,17 @@ def test_sh_launcher_runs_the_pyz_beside_it_with_a_stock_python3(stack, pyz, tmp
     for fmt in ("prtg-json", "prtg-xml"):
         doc = run_pyz(launcher, with_options(base_args(stack), format=fmt), fmt, env=env)
         assert not doc.error, doc.text
+    # python3 -S: the interpreter's site-packages (and what their .pth files and sitecustomize
+    # do) play no part in a run of the .pyz.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nsys.stderr.write('site ran\\n')\n")
+    proc = subprocess.run([*launcher, "--version"], capture_output=True, cwd="/", timeout=120, check=False,
+                          env=dict(env, PYTHONPATH=str(site)))
+    assert proc.returncode == 0 and proc.stdout.startswith(b"prtg-roundtrip "), proc
+    assert b"site ran" not in proc.stderr
+    assert b"site ran" in subprocess.run([str(bin_dir / "python3"), "-c", "pass"], capture_output=True,
+                                         env=dict(env, PYTHONPATH=str(site)), check=True).stderr
     args = with_options(base_args(stack), format="script-v2")
     doc = run_pyz(launcher, [], "script-v2", stdin=(shlex.join(args) + "\n").encode(), env=env)
     assert not doc.error, doc.text

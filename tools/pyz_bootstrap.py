@@ -1,14 +1,20 @@
 """Start-up of prtg-roundtrip.pyz: the archive's `__main__.py`, and the module `prtg_roundtrip_pyz`.
 
-tools/build-pyz stores this file in the archive twice, with BUILD_ID set to the hash of
-everything else in the archive and without docstrings and comments: as `__main__.py`, which
-calls main(), and as `prtg_roundtrip_pyz.py` for the entry scripts that import the package from
-a .pyz (scripts/prtg_roundtrip_python.py calls activate()).
+tools/build-pyz stores this file in the archive twice, with BUILD_ID set to the hash of the
+payload and without docstrings and comments: as `__main__.py`, which calls main(), and as
+`prtg_roundtrip_pyz.py` for the entry scripts that import the package from a .pyz
+(scripts/prtg_roundtrip_python.py calls activate()).
 
-A zip application imports its modules from source on every run (zipimport never writes
-bytecode), and compiling the package and its dependencies costs more than a round trip. So the
-first run of each build with each Python version unpacks the archive once into a private cache
-folder, compiles it there, and every run imports from that folder with bytecode:
+The archive holds five entries: this code twice, the cold path (`prtg_roundtrip_pyz_cold.py`,
+tools/pyz_cold.py), LICENSE, and `payload.zip`, a zip stored inside the zip that holds the
+package and its dependencies. Python reads the whole directory of a zip application before it
+runs it, in Python code, about 40,000 instructions an entry: the payload's 230 entries would cost
+about 10 million instructions (2 ms) each run. And this code is compiled from source on every
+run (zipimport keeps no bytecode), about 3.5 million instructions a kilobyte: it is kept to the
+warm path (an existing, safe cache folder), everything else is in the cold module.
+
+The first run of each build with each Python version unpacks the payload once into a private
+cache folder and compiles it there; every run imports from that folder with bytecode:
 
     <state folder>/pyz/<BUILD_ID>-<cache tag, e.g. cpython-313>/
 
@@ -21,9 +27,10 @@ account may write them (a sticky folder such as /tmp may be passed through), lin
 must belong to this account or root; on Windows no folder may be a link or junction. A folder
 is unpacked and compiled under a temporary name, created exclusively, and renamed into place
 whole, so a run sees a complete folder or none. Whenever the cache cannot be used (unsafe,
-read-only, full disk), the run imports from the archive itself: slower, same result.
-PRTG_RT_PYZ_CACHE=off does that on purpose; PRTG_RT_PYZ_DEBUG=1 says on stderr where the
-package was imported from.
+read-only, full disk), the run unpacks the payload into a new private temporary folder, imports
+from there and removes it at exit: slower, same result. PRTG_RT_PYZ_CACHE=off does that on
+purpose; PRTG_RT_PYZ_DEBUG=1 says on stderr where the package was imported from. When no folder
+at all can be had, the run prints one error document saying so (the cold module's fail()).
 """
 
 from __future__ import annotations
@@ -31,14 +38,13 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import List, Mapping, Optional
+from typing import List, Mapping, Optional, Tuple
 
 BUILD_ID = "unbuilt"  # set by tools/build-pyz
 MAIN_MODULE = "prtg_roundtrip_pyz"
-_REPARSE_POINT = 0x400  # stat.FILE_ATTRIBUTE_REPARSE_POINT
 
 
-def _state_folder(environ: Mapping[str, str]) -> Optional[str]:
+def state_folder(environ: Mapping[str, str]) -> Optional[str]:
     """state.private_folder's choice of folder (not created or checked here)."""
     override = environ.get("PRTG_RT_STATE_DIR")
     if override:
@@ -59,81 +65,82 @@ def _trusted_way(path: str, uid: int, depth: int = 0) -> bool:
     """Every folder on the way to `path`, `path` included, belongs to this account or root and
     no other account can write it unless it is sticky; links belong to this account or root and
     are judged by where they lead."""
-    if depth > 16:
-        return False
     parts = [part for part in path.split(os.sep) if part]
     current = os.sep
     for i in range(len(parts) + 1):
         if i:
             current = os.path.join(current, parts[i - 1])
         st = os.lstat(current)
-        if stat.S_ISLNK(st.st_mode):
-            if st.st_uid not in (0, uid):
-                return False
-            return _trusted_way(os.path.join(os.path.realpath(current), *parts[i:]), uid, depth + 1)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, uid):
+        if st.st_uid not in (0, uid) or depth > 16:
             return False
-        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        if stat.S_ISLNK(st.st_mode):
+            return _trusted_way(os.path.join(os.path.realpath(current), *parts[i:]), uid, depth + 1)
+        if not stat.S_ISDIR(st.st_mode) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
             return False
     return True
 
 
-def _private(folder: str) -> bool:
-    """`folder` is a real folder of this account that only this account can write."""
-    st = os.lstat(folder)
-    if os.name == "nt":
-        return stat.S_ISDIR(st.st_mode) and not getattr(st, "st_file_attributes", 0) & _REPARSE_POINT
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
-def _safe(state: str, folders: List[str]) -> bool:
+def safe(state: str, folders: List[str]) -> bool:
+    """The way to `state` is trusted, and it and `folders` are real folders of this account that
+    only it can write (on Windows: no link or junction among them)."""
     if os.name != "nt" and not _trusted_way(state, os.geteuid()):
         return False
-    return all(_private(folder) for folder in [state, *folders])
+    for folder in [state, *folders]:
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or getattr(st, "st_file_attributes", 0) & 0x400:  # a reparse point
+            return False
+        if os.name != "nt" and (st.st_uid != os.geteuid() or st.st_mode & 0o022):
+            return False
+    return True
 
 
-def cache_folder(archive: str, environ: Mapping[str, str] = os.environ) -> Optional[str]:
-    """The checked cache folder holding `archive` unpacked and compiled for this Python (made
-    on first use), or None when no safe one can be had."""
-    if environ.get("PRTG_RT_PYZ_CACHE", "").lower() == "off" or BUILD_ID == "unbuilt":
+def cache_target(environ: Mapping[str, str]) -> Optional[Tuple[str, str]]:
+    """(the state folder, the cache folder of this build for this Python), or None when no
+    cache is wanted or possible."""
+    state = state_folder(environ)
+    if state is None or BUILD_ID == "unbuilt" or environ.get("PRTG_RT_PYZ_CACHE", "").lower() == "off":
         return None
-    state = _state_folder(environ)
-    if state is None:
-        return None
-    root = os.path.join(state, "pyz")
-    target = os.path.join(root, f"{BUILD_ID}-{sys.implementation.cache_tag}")
+    return state, os.path.join(state, "pyz", f"{BUILD_ID}-{sys.implementation.cache_tag}")
+
+
+def warm_folder(environ: Mapping[str, str]) -> Optional[str]:
+    """The cache folder when it exists and is safe, else None (nothing is made here). Its time
+    stamp says when it was last used (the cold module removes folders unused for 30 days)."""
+    where = cache_target(environ)
     try:
-        if os.path.isdir(target):
-            return target if _safe(state, [root, target]) else None
-        import prtg_roundtrip_pyz_unpack as unpack  # the first run only
-
-        unpack.make_folder(root)
-        if not _safe(state, [root]):
+        if not (where and os.path.isdir(where[1]) and safe(where[0], [os.path.dirname(where[1]), where[1]])):
             return None
-        unpack.unpack(archive, root, target)
-        return target if _safe(state, [root, target]) else None
-    except Exception:  # noqa: BLE001 - no cache (read-only, full, anything): run from the archive, same result
+    except OSError:
         return None
+    try:
+        os.utime(where[1])
+    except OSError:
+        pass  # a read-only state folder: the cache still serves
+    return where[1]
 
 
-def activate(archive: str) -> str:
-    """Make `import prtg_roundtrip` load from the cache folder, or else from `archive`; returns
-    where from. For the entry scripts that import the package from a .pyz beside them."""
-    archive = os.path.abspath(archive)
-    folder = cache_folder(archive) or archive
-    while archive in sys.path:
-        sys.path.remove(archive)
-    sys.path.insert(0, folder)
-    if os.environ.get("PRTG_RT_PYZ_DEBUG"):
-        print(f"prtg-roundtrip.pyz: importing from {folder}", file=sys.stderr)
-    return folder
+def activate(archive: str) -> None:
+    """Make `import prtg_roundtrip` load from the cache folder instead of `archive` (an entry of
+    sys.path), or else from a folder the cold module makes now. OSError when none can be had."""
+    folder = None if os.environ.get("PRTG_RT_PYZ_DEBUG") else warm_folder(os.environ)
+    if folder and archive in sys.path:
+        sys.path[sys.path.index(archive)] = folder
+    else:
+        import prtg_roundtrip_pyz_cold as cold
+
+        cold.activate(archive)
 
 
 def main() -> None:
     """`python prtg-roundtrip.pyz ARGS`: the same as the `prtg-roundtrip` command. (Run as the
-    archive's __main__.py, which holds this code too: known to the package by its module name.)"""
+    archive's __main__.py, which holds this code too: known to the cold module by its name.)"""
     sys.modules.setdefault(MAIN_MODULE, sys.modules[__name__])
-    activate(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        activate(os.path.dirname(__file__))  # the archive, as Python put it on sys.path
+    except OSError as exc:
+        import prtg_roundtrip_pyz_cold as cold
+
+        sys.exit(cold.fail(exc))
     from prtg_roundtrip.cli import run
 
     run()
