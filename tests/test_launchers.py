@@ -647,7 +647,7 @@ def test_bat_finds_prtgs_own_python_and_runs_the_pyz_under_wine(wine, exexml, tm
     assert f"{wine.windows_path(own)} (prtg-roundtrip is not installed in it)" in text
     assert "Put prtg-roundtrip.pyz next to this launcher" in text
     (exexml / "prtg-roundtrip.pyz").write_bytes(b"")
-    assert chosen(no_package) == f'"{wine.windows_path(own)}" "{pyz}" --a "b c"'
+    assert chosen(no_package) == f'"{wine.windows_path(own)}" -S "{pyz}" --a "b c"'
     own.unlink()
 
     # ... then the PRTG folder that the registry names (value exepath, trailing backslash or not)
@@ -661,7 +661,7 @@ def test_bat_finds_prtgs_own_python_and_runs_the_pyz_under_wine(wine, exexml, tm
             assert added.returncode == 0, added
             stored = wine.run(f'reg.exe query "{key}" /v exepath').stdout.decode().strip()
             assert stored.endswith(folder + ("\\" if quoted.endswith('\\"') else "")), stored
-            assert chosen(no_package) == f'"{wine.windows_path(registered)}" "{pyz}" --a "b c"'
+            assert chosen(no_package) == f'"{wine.windows_path(registered)}" -S "{pyz}" --a "b c"'
     finally:
         wine.run(f'reg.exe delete "{key}" /f')
 
@@ -670,9 +670,9 @@ def test_bat_finds_prtgs_own_python_and_runs_the_pyz_under_wine(wine, exexml, tm
     python = _stand_in(wine, tmp_path / "pythondir" / "python.exe")
     both = {"WINEPATH": f"{wine.windows_path(launcher.parent)};{wine.windows_path(python.parent)}"}
     assert chosen(both) == f'"{wine.windows_path(launcher)}" -3 -m prtg_roundtrip --a "b c"'
-    assert chosen({**both, **no_package}) == f'"{wine.windows_path(launcher)}" -3 "{pyz}" --a "b c"'
+    assert chosen({**both, **no_package}) == f'"{wine.windows_path(launcher)}" -3 -S "{pyz}" --a "b c"'
     only_python = {"WINEPATH": wine.windows_path(python.parent)}
-    assert chosen({**only_python, **no_package}) == f'"{wine.windows_path(python)}" "{pyz}" --a "b c"'
+    assert chosen({**only_python, **no_package}) == f'"{wine.windows_path(python)}" -S "{pyz}" --a "b c"'
     (exexml / "prtg-roundtrip.pyz").unlink()
     text = chosen({**both, **no_package})
     assert f"{wine.windows_path(launcher)} (prtg-roundtrip is not installed in it)" in text
