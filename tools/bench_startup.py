@@ -176,7 +176,7 @@ def paired_differences(values: Sequence[float], reference: Sequence[float]) -> L
     """values[i] - reference[i] for each round i (both lists in the order of the rounds)."""
     if len(values) != len(reference):
         raise ValueError("paired_differences of lists of different lengths")
-    return [v - r for v, r in zip(values, reference)]
+    return [round(v - r, 3) for v, r in zip(values, reference)]
 
 
 def prtg_error(stdout: bytes) -> Optional[str]:
@@ -212,7 +212,7 @@ def timed(command: Sequence[str], env: Dict[str, str], check_error: bool = False
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return elapsed * 1000, cpu * 1000
+    return round(elapsed * 1000, 3), round(cpu * 1000, 3)
 
 
 def instructions(command: Sequence[str], env: Dict[str, str], check_error: bool = False) -> int:
