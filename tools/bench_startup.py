@@ -33,9 +33,10 @@ weighs on all of them alike). Printed for each case, one row per variant:
               with the same environment (plus PYTHONHASHSEED=0), working folder, stdin and
               captured stdout as the timed runs, after them (the .pyz's cache is warm). It counts
               the interpreter's process only, not the kernel's work nor other processes (the mail
-              servers). A run is about 30 times slower under valgrind (about 2.5 s for --help, a
-              few s for the round trip: within the sensor's timeouts of seconds). Without
-              valgrind on PATH this is skipped with a message, and the rest is measured.
+              servers). A run is some 30 times slower under valgrind (seconds each; the round
+              trip still completes within the sensor's timeouts, which are seconds, and is
+              checked for an error document like the timed runs). Without valgrind on PATH this
+              is skipped with a message, and the rest is measured.
 
 A round trip (case trip) whose output is a PRTG error document stops the bench with its text:
 its figures would be those of another code path.
