@@ -14,6 +14,7 @@ import glob
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -85,10 +86,16 @@ def test_pyz_is_reproducible_pure_and_complete(pyz, tmp_path):
 
     with zipfile.ZipFile(pyz) as zf:
         # Python reads every entry of the archive's directory on each run: the package and its
-        # dependencies sit in one stored entry, payload.zip.
-        assert zf.namelist() == ["LICENSE", "__main__.py", "payload.zip", "prtg_roundtrip_pyz.py",
-                                 "prtg_roundtrip_pyz_cold.py"]
-        assert zf.getinfo("payload.zip").compress_type == zipfile.ZIP_STORED
+        # dependencies sit in one entry, payload.zip; the start-up module is there as source and
+        # as bytecode for each Python the build found (these tests' Pythons among them).
+        outer_names = zf.namelist()
+        fixed = ["LICENSE", "__main__.py", "payload.zip", "prtg_roundtrip_pyz.py", "prtg_roundtrip_pyz_cold.py",
+                 "prtg_roundtrip_pyz_start.py"]
+        assert [n for n in outer_names if not n.endswith(".pyc")] == fixed
+        compiled = [n for n in outer_names if n.endswith(".pyc")]
+        assert set(compiled) >= {f"prtg_roundtrip_pyz_start_{_tag(p).replace('-', '_')}.pyc" for p in PYTHONS.values()}
+        assert all(re.fullmatch(r"prtg_roundtrip_pyz_start_cpython_3\d+\.pyc", n) for n in compiled), compiled
+        assert {info.compress_type for info in zf.infolist()} == {zipfile.ZIP_STORED}  # read without zlib
         outer = zf.infolist()
         payload = zipfile.ZipFile(io.BytesIO(zf.read("payload.zip")))
     names = payload.namelist()
@@ -137,6 +144,48 @@ def test_pyz_round_trip_without_a_cache(stack, pyz, fmt):
     assert not doc.error, doc.text
 
 
+def _tag(python: str) -> str:
+    return subprocess.run([python, "-c", "import sys; print(sys.implementation.cache_tag)"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def _start_module(proc: subprocess.CompletedProcess) -> str:
+    note = "prtg-roundtrip.pyz: start-up module "
+    (line,) = [line for line in proc.stderr.decode().splitlines() if line.startswith(note)]
+    return line[len(note):]
+
+
+@pytest.mark.parametrize("which", sorted(PYTHONS))
+def test_pyz_starts_from_bytecode_made_by_the_build_else_from_source(pyz, tmp_path, which):
+    """No start-up code is compiled at start-up where the build had the Python; elsewhere the
+    source serves, with the same result."""
+    python = PYTHONS[which]
+    compiled = f"prtg_roundtrip_pyz_start_{_tag(python).replace('-', '_')}"
+    assert _start_module(_version_run(python, pyz, tmp_path / "state")) == compiled
+    source_only = tmp_path / "source-only.pyz"
+    with zipfile.ZipFile(pyz) as zf, zipfile.ZipFile(source_only, "w") as out:
+        for info in zf.infolist():
+            if not info.filename.endswith(".pyc"):
+                out.writestr(info, zf.read(info))
+    assert _start_module(_version_run(python, source_only, tmp_path / "state")) == "prtg_roundtrip_pyz_start"
+
+
+def test_pyz_dependencies_come_before_site_packages(stack, pyz, tmp_path):
+    """A jinja2 in the interpreter's (user) site-packages does not replace the archive's."""
+    python = PYTHONS["newest"]
+    user_base = tmp_path / "userbase"
+    site = subprocess.run([python, "-c", "import site; print(site.getusersitepackages())"], capture_output=True,
+                          text=True, check=True, env=clean_env(PYTHONUSERBASE=str(user_base))).stdout.strip()
+    planted = Path(site) / "jinja2"
+    planted.mkdir(parents=True)
+    (planted / "__init__.py").write_text("raise ImportError('a planted jinja2')\n")
+    env = clean_env(PYTHONUSERBASE=str(user_base))
+    assert b"a planted jinja2" in subprocess.run([python, "-c", "import jinja2"], capture_output=True, env=env,
+                                                 check=False).stderr  # it is on the path
+    doc = run_pyz([python, str(pyz)], with_options(base_args(stack), format="prtg-json"), "prtg-json", env=env)
+    assert not doc.error, doc.text
+
+
 def _import_note(proc: subprocess.CompletedProcess) -> str:
     note = "prtg-roundtrip.pyz: importing from "
     lines = [line for line in proc.stderr.decode().splitlines() if line.startswith(note)]
@@ -157,7 +206,8 @@ def test_pyz_unpacks_once_into_a_private_cache_with_bytecode(pyz, tmp_path, whic
     state = tmp_path / "state"
     (state / "pyz").mkdir(mode=0o700, parents=True)
     state.chmod(0o700)
-    unused, recent = state / "pyz" / "0123456789abcdef0123-cpython-39", state / "pyz" / "0123456789abcdef4567-cpython-39"
+    unused = state / "pyz" / "0123456789abcdef0123-cpython-39"
+    recent = state / "pyz" / "0123456789abcdef4567-cpython-39"
     for folder, age in ((unused, 31 * 86400), (recent, 29 * 86400)):
         (folder / "prtg_roundtrip").mkdir(parents=True)
         folder.chmod(0o700)

@@ -62,8 +62,11 @@ installation's site-packages holds (.pth files) weighs on none:
                   a user of the installed package runs), same venv
     pyz           PYTHON prtg-roundtrip.pyz from a venv with nothing installed
                   (build/bench-venv-bare-X.Y), a stock Python; the .pyz's cache warm (one run first)
-    pyz -I        PYTHON -I prtg-roundtrip.pyz (isolated: no site-packages, no PYTHON* variables)
-    pyz no cache  PRTG_RT_PYZ_CACHE=off: imports from the archive, compiling from source each run
+    pyz -S        PYTHON -S prtg-roundtrip.pyz: as the launchers run it (no site module: the
+                  interpreter's site-packages and their .pth files cost nothing)
+    pyz -I        PYTHON -I prtg-roundtrip.pyz (isolated: no user site-packages, no PYTHON* variables)
+    pyz no cache  PRTG_RT_PYZ_CACHE=off: unpacks the payload into a temporary folder and imports
+                  from there, compiling from source, each run
 
 PYTHONDONTWRITEBYTECODE is removed from every variant's environment (this machine sets it), and
 so are the prtg_* variables PRTG sets. The .pyz's cache lives in a temporary PRTG_RT_STATE_DIR
@@ -293,6 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         REFERENCE: ([installed, "-m", "prtg_roundtrip"], env),
         "installed (entry script)": ([entry_script], env),
         "pyz": ([stock, str(args.pyz)], env),
+        "pyz -S": ([stock, "-S", str(args.pyz)], env),
         "pyz -I": ([stock, "-I", str(args.pyz)], env),
         "pyz no cache": ([stock, str(args.pyz)], dict(env, PRTG_RT_PYZ_CACHE="off")),
     }

@@ -1,17 +1,20 @@
-"""Start-up of prtg-roundtrip.pyz: the archive's `__main__.py`, and the module `prtg_roundtrip_pyz`.
+"""Start-up of prtg-roundtrip.pyz: the module `prtg_roundtrip_pyz`, whose main() the archive's
+`__main__.py` calls, and whose activate() the entry scripts that import the package from a .pyz
+call (scripts/prtg_roundtrip_python.py).
 
-tools/build-pyz stores this file in the archive twice, with BUILD_ID set to the hash of the
-payload and without docstrings and comments: as `__main__.py`, which calls main(), and as
-`prtg_roundtrip_pyz.py` for the entry scripts that import the package from a .pyz
-(scripts/prtg_roundtrip_python.py calls activate()).
+tools/build-pyz stores this file in the archive, with BUILD_ID set to the hash of the payload and
+without docstrings and comments, as `prtg_roundtrip_pyz_start.py`, and compiled by each CPython
+3.9+ on the build machine as `prtg_roundtrip_pyz_start_cpython_3XX.pyc`; `prtg_roundtrip_pyz.py`
+imports the bytecode for the running Python when there is one, else the source, under its own
+name. Other entries: the cold path (`prtg_roundtrip_pyz_cold.py`, tools/pyz_cold.py), LICENSE,
+and `payload.zip`, a zip stored inside the zip that holds the package and its dependencies.
 
-The archive holds five entries: this code twice, the cold path (`prtg_roundtrip_pyz_cold.py`,
-tools/pyz_cold.py), LICENSE, and `payload.zip`, a zip stored inside the zip that holds the
-package and its dependencies. Python reads the whole directory of a zip application before it
-runs it, in Python code, about 40,000 instructions an entry: the payload's 230 entries would cost
-about 10 million instructions (2 ms) each run. And this code is compiled from source on every
-run (zipimport keeps no bytecode), about 3.5 million instructions a kilobyte: it is kept to the
-warm path (an existing, safe cache folder), everything else is in the cold module.
+Why so: Python reads the whole directory of a zip application before it runs it, in Python code,
+about 40,000 instructions an entry: the payload's 230 entries would cost some 10 million
+instructions (2 ms) a run. And zipimport never writes bytecode: a module it imports from
+source is compiled on every run, about 3.5 million instructions a kilobyte. So the archive has
+few entries, and this module is bytecode where the build could make it and otherwise kept to the
+warm path (an existing, safe cache folder); everything else is in the cold module.
 
 The first run of each build with each Python version unpacks the payload once into a private
 cache folder and compiles it there; every run imports from that folder with bytecode:
@@ -41,7 +44,6 @@ import sys
 from typing import List, Mapping, Optional, Tuple
 
 BUILD_ID = "unbuilt"  # set by tools/build-pyz
-MAIN_MODULE = "prtg_roundtrip_pyz"
 
 
 def state_folder(environ: Mapping[str, str]) -> Optional[str]:
@@ -119,12 +121,23 @@ def warm_folder(environ: Mapping[str, str]) -> Optional[str]:
     return where[1]
 
 
+def after_standard_library() -> int:
+    """Where the cache folder goes in sys.path: after the standard library's folder, so that
+    importing the standard library does not look into it, and before site-packages, so that the
+    archive's pinned dependencies come first (at the front where that folder is not listed)."""
+    try:
+        return sys.path.index(os.path.dirname(os.__file__)) + 1
+    except (AttributeError, ValueError):
+        return 0
+
+
 def activate(archive: str) -> None:
     """Make `import prtg_roundtrip` load from the cache folder instead of `archive` (an entry of
     sys.path), or else from a folder the cold module makes now. OSError when none can be had."""
     folder = None if os.environ.get("PRTG_RT_PYZ_DEBUG") else warm_folder(os.environ)
     if folder and archive in sys.path:
-        sys.path[sys.path.index(archive)] = folder
+        sys.path.remove(archive)
+        sys.path.insert(after_standard_library(), folder)
     else:
         import prtg_roundtrip_pyz_cold as cold
 
@@ -132,9 +145,8 @@ def activate(archive: str) -> None:
 
 
 def main() -> None:
-    """`python prtg-roundtrip.pyz ARGS`: the same as the `prtg-roundtrip` command. (Run as the
-    archive's __main__.py, which holds this code too: known to the cold module by its name.)"""
-    sys.modules.setdefault(MAIN_MODULE, sys.modules[__name__])
+    """`python prtg-roundtrip.pyz ARGS` (the archive's __main__.py calls this): the same as the
+    `prtg-roundtrip` command."""
     try:
         activate(os.path.dirname(__file__))  # the archive, as Python put it on sys.path
     except OSError as exc:

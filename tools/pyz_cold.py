@@ -24,12 +24,15 @@ def activate(archive: str) -> str:
     """Make `import prtg_roundtrip` load from the cache folder (made and filled on first use), or
     else from a temporary folder removed at exit, instead of `archive`; returns the folder.
     OSError when neither can be had."""
+    import prtg_roundtrip_pyz as start
+
     archive = os.path.abspath(archive)
     folder = cache_folder(archive) or temporary(archive)
     sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry) != archive]
-    sys.path.insert(0, folder)
+    sys.path.insert(start.after_standard_library(), folder)
     if os.environ.get("PRTG_RT_PYZ_DEBUG"):
-        print(f"prtg-roundtrip.pyz: importing from {folder}", file=sys.stderr)
+        print(f"prtg-roundtrip.pyz: importing from {folder}\n"
+              f"prtg-roundtrip.pyz: start-up module {start.__name__}", file=sys.stderr)
     return folder
 
 
