@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -347,6 +348,41 @@ def test_pyz_that_cannot_be_unpacked_gives_one_error_document(pyz, tmp_path, fmt
     assert not check_output.check(text, fmt), text
     doc = check_output.parse(text, fmt)
     assert doc.error and "cannot unpack" in doc.text and "BadZipFile" in doc.text, doc.text
+
+
+@pytest.mark.parametrize("cache", ["warm", "off"])
+def test_pyz_replaced_during_a_run_does_not_break_it(stack, pyz, tmp_path, cache):
+    """An update that replaces the .pyz while a run is going: the run reads nothing more from
+    the archive after its start (the cache folder, or its temporary folder), and answers."""
+    archive = tmp_path / "prtg-roundtrip.pyz"
+    shutil.copy2(pyz, archive)
+    env = clean_env(PRTG_RT_STATE_DIR=str(tmp_path / "state"))
+    if cache == "off":
+        env["PRTG_RT_PYZ_CACHE"] = "off"
+    python = PYTHONS["newest"]
+    subprocess.run([python, str(archive), "--version"], env=env, cwd="/", capture_output=True, timeout=120, check=True)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # accepts, and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    silent.settimeout(60)
+    try:
+        args = with_options(base_args(stack), smtp_port=str(silent.getsockname()[1]), smtp_timeout="3",
+                            format="prtg-json")
+        run = subprocess.Popen([python, str(archive), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=env, cwd="/")
+        connection, _ = silent.accept()  # the run is under way, waiting for the SMTP greeting
+        replacement = tmp_path / "update.pyz"
+        replacement.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip archive
+        os.replace(replacement, archive)
+        stdout, stderr = run.communicate(timeout=120)
+        connection.close()
+    finally:
+        silent.close()
+    assert b"Traceback" not in stdout + stderr, stderr
+    assert run.returncode == 0
+    assert not check_output.check(stdout.decode(), "prtg-json"), stdout
+    doc = check_output.parse(stdout.decode(), "prtg-json")
+    assert doc.error and "SMTP" in doc.text, doc.text
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the Linux keyring backend is the one left out")
