@@ -135,7 +135,6 @@ def temporary(archive: str) -> str:
     return folder
 
 
-
 def _remove_stale(where: str, prefix: str, age: float, keep: str = "") -> None:
     """Remove the folders in `where` named `prefix`... that this account left behind: only real
     folders (no link or junction) owned by this account and unchanged for `age` seconds, never
